@@ -1,0 +1,1 @@
+//! Datasets: IDX files (raw or gzip), lookup and download.

@@ -1,0 +1,1 @@
+//! The CPU reference: plain, obviously-correct Rust for every operation; the oracle for the GPU kernels.
