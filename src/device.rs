@@ -12,8 +12,9 @@ pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
-    /// Subgroup operations were requested (the adapter offers them).
-    pub subgroups: bool,
+    /// The subgroup size when subgroup operations are available and the size is
+    /// fixed (kernels broadcast across lanes by constant lane index).
+    pub subgroup_size: Option<u32>,
     /// Timestamp queries between passes were requested (for profiling).
     pub timestamps: bool,
     pub limits: wgpu::Limits,
@@ -169,7 +170,9 @@ impl Gpu {
         Ok(Gpu {
             device,
             queue,
-            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_size: (features.contains(wgpu::Features::SUBGROUP)
+                && info.subgroup_min_size == info.subgroup_max_size)
+                .then_some(info.subgroup_min_size),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             info,
             limits,

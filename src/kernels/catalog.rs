@@ -1,0 +1,131 @@
+//! A launch of every kernel family in every variant, for validation and listings.
+
+use super::activation::{self, ActivationPass};
+use super::batchnorm::{self, BatchNormPass};
+use super::conv::{self, ConvFusion, ConvPass};
+use super::gemm::{Epilogue, Prologue, Tiling};
+use super::linear::{self, LinearPass};
+use super::loss::{self, MetricSlots};
+use super::{Launch, adamw, bias, data, noise};
+use crate::shapes::{Activation, BatchNormShape, ConvShape, LinearShape};
+
+const ACTIVATIONS: [Activation; 5] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu(0.2),
+    Activation::Tanh,
+    Activation::Sigmoid,
+];
+
+/// Tilings every GEMM-based kernel must compile under.
+pub const TILINGS: [Tiling; 4] = [
+    Tiling::PORTABLE,
+    Tiling::NARROW,
+    Tiling {
+        lanes: 8,
+        rows_per_lane: 4,
+        tile_cols: 16,
+        subgroup: true,
+    },
+    Tiling {
+        lanes: 32,
+        rows_per_lane: 2,
+        tile_cols: 32,
+        subgroup: true,
+    },
+];
+
+/// Every kernel entry point with every fusion option, at small shapes.
+pub fn every_kernel() -> Vec<Launch> {
+    let mut all = Vec::new();
+    let conv = ConvShape {
+        batch: 2,
+        in_channels: 3,
+        out_channels: 4,
+        in_h: 7,
+        in_w: 5,
+        kernel: 4,
+        stride: 2,
+        padding: 1,
+        transposed: false,
+    };
+    let prologue = Prologue {
+        channels: 3,
+        activation: Activation::LeakyRelu(0.2),
+    };
+    for transposed in [false, true] {
+        let s = ConvShape { transposed, ..conv };
+        for tiling in TILINGS {
+            for pass in [ConvPass::Forward, ConvPass::InputGrad, ConvPass::WeightGrad] {
+                all.push(conv::launch(&s, pass, ConvFusion::default(), tiling));
+            }
+            let fused = ConvFusion {
+                prologue: Some(prologue),
+                epilogue: Epilogue {
+                    bias: true,
+                    activation: Activation::Tanh,
+                    accumulate: false,
+                },
+            };
+            all.push(conv::launch(&s, ConvPass::Forward, fused, tiling));
+            let accumulate = ConvFusion {
+                prologue: Some(prologue),
+                epilogue: Epilogue {
+                    accumulate: true,
+                    ..Epilogue::default()
+                },
+            };
+            all.push(conv::launch(&s, ConvPass::WeightGrad, accumulate, tiling));
+        }
+    }
+    let lin = LinearShape {
+        batch: 3,
+        in_features: 5,
+        out_features: 2,
+    };
+    for pass in [LinearPass::Forward, LinearPass::InputGrad, LinearPass::WeightGrad] {
+        let epilogue = Epilogue {
+            bias: pass == LinearPass::Forward,
+            ..Epilogue::default()
+        };
+        all.push(linear::launch(&lin, pass, epilogue, Tiling::PORTABLE));
+    }
+    let bn = BatchNormShape {
+        batch: 2,
+        channels: 3,
+        height: 4,
+        width: 4,
+    };
+    for activation in ACTIVATIONS {
+        for pass in [ActivationPass::Forward, ActivationPass::Backward] {
+            all.push(activation::launch(pass, activation, 10));
+        }
+        for pass in [
+            BatchNormPass::TrainStats,
+            BatchNormPass::EvalStats,
+            BatchNormPass::Apply,
+            BatchNormPass::BackwardReduce,
+            BatchNormPass::BackwardApply,
+        ] {
+            all.push(batchnorm::launch(&bn, activation, pass, true));
+        }
+    }
+    for activation in [Activation::Tanh, Activation::Sigmoid] {
+        all.push(activation::launch(
+            ActivationPass::BackwardFromOutput,
+            activation,
+            10,
+        ));
+    }
+    all.push(bias::channel_sum(2, 3, 5, true));
+    let slots = MetricSlots {
+        per_step: 6,
+        loss: 0,
+        mean_probability: 3,
+    };
+    all.push(loss::sigmoid_bce(5, 1.0, slots));
+    all.push(adamw::step(100));
+    all.push(noise::normal(10, 42));
+    all.push(data::gather(4, 784));
+    all
+}

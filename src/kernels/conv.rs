@@ -1,0 +1,175 @@
+//! Conv2d and ConvTranspose2d kernels: the three gathers of `shaders/conv.wgsl`
+//! mapped onto the six passes of the two layers.
+//!
+//! Roles: forward binds `x`, `w`, `y` (+ `bn` for a fused BatchNorm-apply on `x`,
+//! + `bias`); input gradient binds `dy`, `w`, `dx`; weight gradient binds `x`, `dy`,
+//! `dw` (+ `bn`); bias gradient is a channel sum (see [`super::batchnorm`]).
+
+use super::gemm::{self, Epilogue, GemmSpec, Prologue, Tiling};
+use super::{Launch, Program, sources};
+use crate::shapes::ConvShape;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvPass {
+    Forward,
+    InputGrad,
+    WeightGrad,
+}
+
+/// The fused work around a convolution pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ConvFusion {
+    /// BatchNorm-apply + activation of the previous layer, applied as `x` is read
+    /// (forward and weight gradient).
+    pub prologue: Option<Prologue>,
+    /// Bias, output activation, or accumulation into the result.
+    pub epilogue: Epilogue,
+}
+
+/// The "fine" and "coarse" sides of the layer (see conv.wgsl).
+struct Geometry {
+    fine: (usize, usize, usize),
+    coarse: (usize, usize, usize),
+}
+
+fn geometry(s: &ConvShape) -> Geometry {
+    let input = (s.in_channels, s.in_h, s.in_w);
+    let output = (s.out_channels, s.out_h(), s.out_w());
+    if s.transposed {
+        Geometry {
+            fine: output,
+            coarse: input,
+        }
+    } else {
+        Geometry {
+            fine: input,
+            coarse: output,
+        }
+    }
+}
+
+/// The gather (`to_coarse`, `to_fine`, `weight_grad`) that computes `pass`.
+fn gather(s: &ConvShape, pass: ConvPass) -> &'static str {
+    match (pass, s.transposed) {
+        (ConvPass::Forward, false) | (ConvPass::InputGrad, true) => "to_coarse",
+        (ConvPass::Forward, true) | (ConvPass::InputGrad, false) => "to_fine",
+        (ConvPass::WeightGrad, _) => "weight_grad",
+    }
+}
+
+/// GEMM sizes (m, n, k, groups) of a gather.
+fn gemm_size(s: &ConvShape, op: &str) -> (usize, usize, usize, usize) {
+    let Geometry { fine, coarse } = geometry(s);
+    let kk = s.kernel * s.kernel;
+    match op {
+        "to_coarse" => (s.batch * coarse.1 * coarse.2, coarse.0, fine.0 * kk, 1),
+        "to_fine" => {
+            let taps = s.kernel.div_ceil(s.stride);
+            let phase_pixels = fine.1.div_ceil(s.stride) * fine.2.div_ceil(s.stride);
+            (
+                s.batch * phase_pixels,
+                fine.0,
+                coarse.0 * taps * taps,
+                s.stride * s.stride,
+            )
+        }
+        _ => (coarse.0, fine.0 * kk, s.batch * coarse.1 * coarse.2, 1),
+    }
+}
+
+/// Binding roles of (src_a, src_b, dst) for a pass.
+fn operand_roles(s: &ConvShape, pass: ConvPass) -> [&'static str; 3] {
+    match (pass, s.transposed) {
+        (ConvPass::Forward, _) => ["x", "w", "y"],
+        (ConvPass::InputGrad, _) => ["dy", "w", "dx"],
+        // weight_grad reads the coarse side as A: the output of a Conv2d, the input
+        // of a ConvTranspose2d.
+        (ConvPass::WeightGrad, false) => ["dy", "x", "dw"],
+        (ConvPass::WeightGrad, true) => ["x", "dy", "dw"],
+    }
+}
+
+/// The kernel for one pass of a convolution layer.
+pub fn launch(s: &ConvShape, pass: ConvPass, fusion: ConvFusion, tiling: Tiling) -> Launch {
+    let op = gather(s, pass);
+    let (m, n, k, groups) = gemm_size(s, op);
+    let Geometry { fine, coarse } = geometry(s);
+    let constants = super::u32_constants(&[
+        ("BATCH", s.batch),
+        ("FINE_C", fine.0),
+        ("FINE_H", fine.1),
+        ("FINE_W", fine.2),
+        ("COARSE_C", coarse.0),
+        ("COARSE_H", coarse.1),
+        ("COARSE_W", coarse.2),
+        ("KSIZE", s.kernel),
+        ("STRIDE", s.stride),
+        ("PAD", s.padding),
+    ]);
+    let roles = operand_roles(s, pass);
+    // The prologue applies to whichever operand is the layer input x.
+    let x_is_a = roles[0] == "x";
+    let x_is_b = roles[1] == "x";
+    let prologue = fusion.prologue;
+    let spec = GemmSpec {
+        op,
+        family: sources::CONV,
+        constants,
+        m,
+        n,
+        k,
+        groups,
+        prologue_a: prologue.filter(|_| x_is_a),
+        prologue_b: prologue.filter(|_| x_is_b),
+        epilogue: fusion.epilogue,
+    };
+    assert!(
+        prologue.is_none() || x_is_a || x_is_b,
+        "a fused prologue needs a pass that reads x"
+    );
+    let (source, bindings) = gemm::program(&spec, tiling);
+    let mut all_roles = roles.to_vec();
+    if prologue.is_some() {
+        all_roles.push("bn");
+    }
+    if fusion.epilogue.bias {
+        all_roles.push("bias");
+    }
+    let kind = if s.transposed {
+        "conv_transpose2d"
+    } else {
+        "conv2d"
+    };
+    let label = format!(
+        "{kind}.{} {}x{}x{}x{}->{} k{} s{} p{} [{}]",
+        match pass {
+            ConvPass::Forward => "forward",
+            ConvPass::InputGrad => "input_grad",
+            ConvPass::WeightGrad => "weight_grad",
+        },
+        s.batch,
+        s.in_channels,
+        s.in_h,
+        s.in_w,
+        s.out_channels,
+        s.kernel,
+        s.stride,
+        s.padding,
+        tiling.name()
+    );
+    Launch {
+        program: Program {
+            label,
+            source,
+            entry: "main",
+            bindings,
+        },
+        workgroups: tiling.workgroups(m, n, groups),
+        roles: all_roles,
+    }
+}
+
+/// GEMM dimensions (m, n, k, groups) of a pass, for choosing a tiling.
+pub fn gemm_dims(s: &ConvShape, pass: ConvPass) -> (usize, usize, usize, usize) {
+    gemm_size(s, gather(s, pass))
+}

@@ -1,0 +1,73 @@
+//! Linear kernels: the operands of `shaders/linear.wgsl` on the GEMM skeleton.
+//!
+//! Roles: forward binds `x`, `w`, `y` (+ `bias`); input gradient `dy`, `w`, `dx`;
+//! weight gradient `dy`, `x`, `dw`. The bias gradient is [`super::bias::channel_sum`]
+//! with a plane of 1.
+
+use super::gemm::{self, Epilogue, GemmSpec, Tiling};
+use super::{Launch, Program, sources};
+use crate::shapes::LinearShape;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearPass {
+    Forward,
+    InputGrad,
+    WeightGrad,
+}
+
+pub fn launch(s: &LinearShape, pass: LinearPass, epilogue: Epilogue, tiling: Tiling) -> Launch {
+    let (op, (m, n, k), roles) = match pass {
+        LinearPass::Forward => (
+            "forward",
+            (s.batch, s.out_features, s.in_features),
+            ["x", "w", "y"],
+        ),
+        LinearPass::InputGrad => (
+            "input_grad",
+            (s.batch, s.in_features, s.out_features),
+            ["dy", "w", "dx"],
+        ),
+        LinearPass::WeightGrad => (
+            "weight_grad",
+            (s.out_features, s.in_features, s.batch),
+            ["dy", "x", "dw"],
+        ),
+    };
+    let spec = GemmSpec {
+        op,
+        family: sources::LINEAR,
+        constants: super::u32_constants(&[
+            ("BATCH", s.batch),
+            ("IN_F", s.in_features),
+            ("OUT_F", s.out_features),
+        ]),
+        m,
+        n,
+        k,
+        groups: 1,
+        prologue_a: None,
+        prologue_b: None,
+        epilogue,
+    };
+    let (source, bindings) = gemm::program(&spec, tiling);
+    let mut roles = roles.to_vec();
+    if epilogue.bias {
+        roles.push("bias");
+    }
+    Launch {
+        program: Program {
+            label: format!(
+                "linear.{op} {}x{}->{} [{}]",
+                s.batch,
+                s.in_features,
+                s.out_features,
+                tiling.name()
+            ),
+            source,
+            entry: "main",
+            bindings,
+        },
+        workgroups: tiling.workgroups(m, n, 1),
+        roles,
+    }
+}
