@@ -1,0 +1,364 @@
+//! Tests of the CPU reference (`src/reference`): every backward pass against central finite
+//! differences of its forward pass, forward passes against values worked out by hand, and the
+//! output shapes of the seed's layers.
+
+use dcgan_wgpu::reference::conv;
+use dcgan_wgpu::shapes::ConvShape;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// splitmix64: a tiny deterministic generator for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[lo, hi)`.
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * unit
+    }
+
+    fn vec(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..len).map(|_| self.uniform(lo, hi)).collect()
+    }
+
+    /// Uniform in `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// `L = sum(r .* y)` in `f64`: a random projection of a vector output, so `dL/dy = r`.
+fn project(r: &[f32], y: &[f32]) -> f64 {
+    assert_eq!(r.len(), y.len());
+    r.iter()
+        .zip(y)
+        .map(|(&r, &y)| f64::from(r) * f64::from(y))
+        .sum()
+}
+
+/// Coordinates a gradient is probed at: all of them, or a random sample of large tensors.
+fn probe_coordinates(len: usize, rng: &mut Rng) -> Vec<usize> {
+    const MAX_PROBES: usize = 24;
+    if len <= MAX_PROBES {
+        (0..len).collect()
+    } else {
+        (0..MAX_PROBES).map(|_| rng.below(len)).collect()
+    }
+}
+
+/// Asserts that `analytic` matches central finite differences of `loss` around `at`:
+/// `|analytic - numeric| <= tol * (1 + |numeric|)` at every probed coordinate.
+fn check_gradient(
+    what: &str,
+    at: &[f32],
+    analytic: &[f32],
+    loss: impl Fn(&[f32]) -> f64,
+    h: f32,
+    tol: f64,
+    rng: &mut Rng,
+) {
+    assert_eq!(at.len(), analytic.len(), "{what}: gradient length");
+    for i in probe_coordinates(at.len(), rng) {
+        let mut plus = at.to_vec();
+        let mut minus = at.to_vec();
+        plus[i] += h;
+        minus[i] -= h;
+        // Divide by the step actually taken after rounding to f32, not by 2h.
+        let numeric = (loss(&plus) - loss(&minus)) / (f64::from(plus[i]) - f64::from(minus[i]));
+        let analytic = f64::from(analytic[i]);
+        assert!(
+            (analytic - numeric).abs() <= tol * (1.0 + numeric.abs()),
+            "{what}[{i}]: analytic {analytic} vs finite differences {numeric}"
+        );
+    }
+}
+
+fn assert_close(actual: &[f32], expected: &[f32], tol: f32, what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= tol * (1.0 + e.abs()),
+            "{what}[{i}]: {a} vs expected {e}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv2d and ConvTranspose2d
+
+/// Conv outputs are bilinear in (x, w), so central differences have no truncation error; what is
+/// left is the f32 rounding of the outputs divided by the step.
+const CONV_TOL: f64 = 1e-3;
+
+fn conv_shape(
+    transposed: bool,
+    batch: usize,
+    (in_channels, out_channels): (usize, usize),
+    (in_h, in_w): (usize, usize),
+    (kernel, stride, padding): (usize, usize, usize),
+) -> ConvShape {
+    ConvShape {
+        batch,
+        in_channels,
+        out_channels,
+        in_h,
+        in_w,
+        kernel,
+        stride,
+        padding,
+        transposed,
+    }
+}
+
+/// Whether the geometry leaves at least one output pixel (PyTorch rejects the others).
+fn has_output(s: &ConvShape) -> bool {
+    let (k, stride, p) = (s.kernel, s.stride, s.padding);
+    let fits = |input: usize| {
+        if s.transposed {
+            (input - 1) * stride + k > 2 * p
+        } else {
+            input + 2 * p >= k
+        }
+    };
+    fits(s.in_h) && fits(s.in_w)
+}
+
+fn check_conv_gradients(s: &ConvShape, rng: &mut Rng) {
+    let x = rng.vec(s.input_len(), -1.0, 1.0);
+    let w = rng.vec(s.weight_len(), -1.0, 1.0);
+    let bias = rng.vec(s.out_channels, -1.0, 1.0);
+    let r = rng.vec(s.output_len(), -1.0, 1.0);
+    let h = 1e-2;
+    check_gradient(
+        &format!("dx {s:?}"),
+        &x,
+        &conv::backward_input(s, &r, &w),
+        |x| project(&r, &conv::forward(s, x, &w, Some(&bias))),
+        h,
+        CONV_TOL,
+        rng,
+    );
+    check_gradient(
+        &format!("dw {s:?}"),
+        &w,
+        &conv::backward_weight(s, &x, &r),
+        |w| project(&r, &conv::forward(s, &x, w, Some(&bias))),
+        h,
+        CONV_TOL,
+        rng,
+    );
+    check_gradient(
+        &format!("dbias {s:?}"),
+        &bias,
+        &conv::backward_bias(s, &r),
+        |b| project(&r, &conv::forward(s, &x, &w, Some(b))),
+        h,
+        CONV_TOL,
+        rng,
+    );
+}
+
+#[test]
+fn conv_backward_matches_finite_differences() {
+    let mut rng = Rng(1);
+    let mut checked = 0;
+    for transposed in [false, true] {
+        for batch in [1, 3] {
+            for size in [1, 3, 7] {
+                for stride in [1, 2] {
+                    for padding in 0..=3 {
+                        for kernel in 1..=4 {
+                            let channels = (1 + rng.below(5), 1 + rng.below(5));
+                            let geometry = (kernel, stride, padding);
+                            let s = conv_shape(transposed, batch, channels, (size, size), geometry);
+                            if has_output(&s) {
+                                check_conv_gradients(&s, &mut rng);
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 250, "only {checked} conv shapes checked");
+}
+
+#[test]
+fn conv_backward_matches_finite_differences_on_non_square_images() {
+    let mut rng = Rng(2);
+    for transposed in [false, true] {
+        for (size, geometry) in [
+            ((3, 7), (3, 2, 1)),
+            ((7, 1), (1, 1, 0)),
+            ((4, 5), (4, 2, 2)),
+        ] {
+            let s = conv_shape(transposed, 2, (3, 2), size, geometry);
+            check_conv_gradients(&s, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn conv_bias_is_added_per_output_channel() {
+    let s = conv_shape(false, 1, (1, 2), (2, 2), (1, 1, 0));
+    let x = [1.0, 2.0, 3.0, 4.0];
+    let w = [1.0, -1.0];
+    let no_bias = [1.0, 2.0, 3.0, 4.0, -1.0, -2.0, -3.0, -4.0];
+    assert_eq!(conv::forward(&s, &x, &w, None), no_bias);
+    let with_bias = [1.5, 2.5, 3.5, 4.5, 9.0, 8.0, 7.0, 6.0];
+    assert_eq!(conv::forward(&s, &x, &w, Some(&[0.5, 10.0])), with_bias);
+}
+
+#[test]
+fn conv2d_weight_layout_is_out_in() {
+    // Conv2d weight [C_out=3, C_in=2]: y[co] = sum_ci w[co, ci] * x[ci].
+    let s = conv_shape(false, 1, (2, 3), (1, 1), (1, 1, 0));
+    let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    assert_eq!(
+        conv::forward(&s, &[10.0, 100.0], &w, None),
+        [210.0, 430.0, 650.0]
+    );
+}
+
+#[test]
+fn conv_transpose_weight_layout_is_in_out() {
+    // ConvTranspose2d weight [C_in=2, C_out=3]: y[co] = sum_ci w[ci, co] * x[ci].
+    let s = conv_shape(true, 1, (2, 3), (1, 1), (1, 1, 0));
+    let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    assert_eq!(
+        conv::forward(&s, &[10.0, 100.0], &w, None),
+        [410.0, 520.0, 630.0]
+    );
+}
+
+#[test]
+fn conv2d_stride_2_padding_1_by_hand() {
+    // x = [[1,2,3],[4,5,6],[7,8,9]], 3x3 ones kernel, stride 2, padding 1: a 2x2 output of
+    // windows clipped to the image.
+    let s = conv_shape(false, 1, (1, 1), (3, 3), (3, 2, 1));
+    let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    assert_eq!(
+        conv::forward(&s, &x, &[1.0; 9], None),
+        [12.0, 16.0, 24.0, 28.0]
+    );
+}
+
+#[test]
+fn conv2d_7_to_3_never_reads_the_last_row_and_column() {
+    // The seed's Conv2d(k4, s2, p1) on 7x7: floor((7 + 2 - 4)/2) + 1 = 3. The windows span
+    // rows -1..=2, 1..=4, 3..=6: the bottom/right padding row 7 is never read.
+    let s = conv_shape(false, 1, (1, 1), (7, 7), (4, 2, 1));
+    assert_eq!((s.out_h(), s.out_w()), (3, 3));
+    let y = conv::forward(&s, &[1.0; 49], &[1.0; 16], None);
+    assert_eq!(y, [9.0, 12.0, 12.0, 12.0, 16.0, 16.0, 12.0, 16.0, 16.0]);
+}
+
+#[test]
+fn conv_transpose_stride_2_stamps_the_kernel() {
+    // Kernel 2, stride 2: each input pixel writes its own 2x2 block, input * w.
+    let s = conv_shape(true, 1, (1, 1), (2, 2), (2, 2, 0));
+    let y = conv::forward(&s, &[1.0, 2.0, 3.0, 4.0], &[1.0, 10.0, 100.0, 1000.0], None);
+    #[rustfmt::skip]
+    let expected = [
+        1.0, 10.0, 2.0, 20.0,
+        100.0, 1000.0, 200.0, 2000.0,
+        3.0, 30.0, 4.0, 40.0,
+        300.0, 3000.0, 400.0, 4000.0,
+    ];
+    assert_eq!(y, expected);
+}
+
+#[test]
+fn conv_transpose_stride_2_padding_1_by_hand() {
+    // 2x2 input a, b / c, d; 3x3 kernel w1..w9; stride 2, padding 1: (2-1)*2 - 2 + 3 = 3.
+    // Input (iy, ix) writes output (2*iy - 1 + ky, 2*ix - 1 + kx); writes at -1 are dropped,
+    // so a contributes w5 w6 / w8 w9 to the top-left 2x2, and the centre gets w9*a + w7*b +
+    // w3*c + w1*d.
+    let s = conv_shape(true, 1, (1, 1), (2, 2), (3, 2, 1));
+    let w: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    let (a, b, c, d) = (1.0, 10.0, 100.0, 1000.0);
+    let y = conv::forward(&s, &[a, b, c, d], &w, None);
+    #[rustfmt::skip]
+    let expected = [
+        5.0 * a, 6.0 * a + 4.0 * b, 5.0 * b,
+        8.0 * a + 2.0 * c, 9.0 * a + 7.0 * b + 3.0 * c + 1.0 * d, 8.0 * b + 2.0 * d,
+        5.0 * c, 6.0 * c + 4.0 * d, 5.0 * d,
+    ];
+    assert_eq!(y, expected);
+}
+
+#[test]
+fn seed_conv_transpose_k1_p2_crops_32_to_28() {
+    // The seed's last generator layer: output (n, 0, y, x) = sum_ci input (n, ci, y+2, x+2) * w[ci].
+    let mut rng = Rng(3);
+    let s = conv_shape(true, 2, (3, 1), (32, 32), (1, 1, 2));
+    assert_eq!((s.out_h(), s.out_w()), (28, 28));
+    let x = rng.vec(s.input_len(), -1.0, 1.0);
+    let w = rng.vec(s.weight_len(), -1.0, 1.0);
+    let mut expected = Vec::new();
+    for n in 0..2 {
+        for y in 0..28 {
+            for x_ in 0..28 {
+                let input = |ci: usize| f64::from(x[((n * 3 + ci) * 32 + y + 2) * 32 + x_ + 2]);
+                let sum: f64 = (0..3).map(|ci| input(ci) * f64::from(w[ci])).sum();
+                expected.push(sum as f32);
+            }
+        }
+    }
+    assert_eq!(conv::forward(&s, &x, &w, None), expected);
+}
+
+#[test]
+fn conv_transpose_is_the_input_gradient_of_conv2d() {
+    // ConvTranspose2d(B -> A) forward == Conv2d(A -> B) backward_input on the same weight
+    // array, whose layout [B, A, k, k] is [C_out, C_in] of the one and [C_in, C_out] of the other.
+    let mut rng = Rng(4);
+    for (size, geometry) in [(8, (4, 2, 1)), (5, (3, 1, 1)), (6, (2, 2, 0))] {
+        let conv2d = conv_shape(false, 2, (3, 4), (size, size), geometry);
+        let low_res = (conv2d.out_h(), conv2d.out_w());
+        let transposed = conv_shape(true, 2, (4, 3), low_res, geometry);
+        assert_eq!(transposed.output_len(), conv2d.input_len());
+        let z = rng.vec(conv2d.output_len(), -1.0, 1.0);
+        let w = rng.vec(conv2d.weight_len(), -1.0, 1.0);
+        assert_close(
+            &conv::forward(&transposed, &z, &w, None),
+            &conv::backward_input(&conv2d, &z, &w),
+            1e-6,
+            "transposed forward vs Conv2d input gradient",
+        );
+    }
+}
+
+#[test]
+fn seed_layer_output_shapes_match_the_semantics_table() {
+    let transposed =
+        |c_in, c_out, size, geometry| conv_shape(true, 1, (c_in, c_out), (size, size), geometry);
+    let conv2d =
+        |c_in, c_out, size, geometry| conv_shape(false, 1, (c_in, c_out), (size, size), geometry);
+    let generator = [
+        (transposed(50, 512, 1, (4, 1, 0)), 4),
+        (transposed(512, 256, 4, (4, 2, 1)), 8),
+        (transposed(256, 128, 8, (4, 2, 1)), 16),
+        (transposed(128, 64, 16, (4, 2, 1)), 32),
+        (transposed(64, 1, 32, (1, 1, 2)), 28),
+    ];
+    let discriminator = [
+        (conv2d(1, 64, 28, (4, 2, 1)), 14),
+        (conv2d(64, 128, 14, (4, 2, 1)), 7),
+        (conv2d(128, 256, 7, (4, 2, 1)), 3),
+        (conv2d(256, 1, 3, (4, 2, 1)), 1),
+    ];
+    for (s, size) in generator.iter().chain(&discriminator) {
+        assert_eq!((s.out_h(), s.out_w()), (*size, *size), "{s:?}");
+    }
+}
