@@ -2,8 +2,8 @@
 //! differences of its forward pass, forward passes against values worked out by hand, and the
 //! output shapes of the seed's layers.
 
-use dcgan_wgpu::reference::conv;
-use dcgan_wgpu::shapes::ConvShape;
+use dcgan_wgpu::reference::{activation, batchnorm, conv, linear};
+use dcgan_wgpu::shapes::{Activation, BN_EPS, BatchNormShape, ConvShape, LinearShape};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -361,4 +361,359 @@ fn seed_layer_output_shapes_match_the_semantics_table() {
     for (s, size) in generator.iter().chain(&discriminator) {
         assert_eq!((s.out_h(), s.out_w()), (*size, *size), "{s:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// BatchNorm2d
+
+/// BN is smooth but not linear: with h = 1e-2 on O(1) data the truncation error
+/// (h^2/6 * f''') and the f32 rounding of the outputs (a whole channel moves with one input,
+/// through the statistics) stay below 1e-4.
+const BN_TOL: f64 = 1e-3;
+
+fn bn_shape(batch: usize, channels: usize, height: usize, width: usize) -> BatchNormShape {
+    BatchNormShape {
+        batch,
+        channels,
+        height,
+        width,
+    }
+}
+
+#[test]
+fn batchnorm_backward_matches_finite_differences() {
+    let mut rng = Rng(5);
+    let shapes = [
+        bn_shape(1, 2, 3, 3),
+        bn_shape(3, 3, 1, 1),
+        bn_shape(2, 1, 2, 3),
+        bn_shape(3, 4, 5, 5),
+        bn_shape(1, 1, 1, 2),
+    ];
+    for s in shapes {
+        // Give every channel its own offset and scale, so the statistics matter.
+        let offsets = rng.vec(s.channels, -2.0, 2.0);
+        let scales = rng.vec(s.channels, 0.5, 2.0);
+        let x: Vec<f32> = (0..s.len())
+            .map(|i| {
+                let c = (i / (s.height * s.width)) % s.channels;
+                offsets[c] + scales[c] * rng.uniform(-1.0, 1.0)
+            })
+            .collect();
+        let gamma = rng.vec(s.channels, 0.5, 1.5);
+        let beta = rng.vec(s.channels, -1.0, 1.0);
+        let r = rng.vec(s.len(), -1.0, 1.0);
+        let loss = |x: &[f32], gamma: &[f32], beta: &[f32]| {
+            let (mut mean, mut var) = (vec![0.0; s.channels], vec![1.0; s.channels]);
+            let (y, _) = batchnorm::forward_train(&s, x, gamma, beta, &mut mean, &mut var);
+            project(&r, &y)
+        };
+        let (mut mean, mut var) = (vec![0.0; s.channels], vec![1.0; s.channels]);
+        let (_, stats) = batchnorm::forward_train(&s, &x, &gamma, &beta, &mut mean, &mut var);
+        let grads = batchnorm::backward(&s, &x, &gamma, &stats, &r);
+        let h = 1e-2;
+        let what = format!("{s:?}");
+        let dx_loss = |x: &[f32]| loss(x, &gamma, &beta);
+        check_gradient(
+            &format!("dx {what}"),
+            &x,
+            &grads.dx,
+            dx_loss,
+            h,
+            BN_TOL,
+            &mut rng,
+        );
+        let dgamma_loss = |g: &[f32]| loss(&x, g, &beta);
+        check_gradient(
+            &format!("dgamma {what}"),
+            &gamma,
+            &grads.dgamma,
+            dgamma_loss,
+            h,
+            BN_TOL,
+            &mut rng,
+        );
+        let dbeta_loss = |b: &[f32]| loss(&x, &gamma, b);
+        check_gradient(
+            &format!("dbeta {what}"),
+            &beta,
+            &grads.dbeta,
+            dbeta_loss,
+            h,
+            BN_TOL,
+            &mut rng,
+        );
+    }
+}
+
+/// Batch 2, 2 channels, 1x2 images. Channel 0 holds 1, 2, 3, 4 and channel 1 holds
+/// 10, 30, 50, 70, interleaved in NCHW order.
+fn bn_hand_batch() -> (BatchNormShape, [f32; 8]) {
+    (
+        bn_shape(2, 2, 1, 2),
+        [1.0, 2.0, 10.0, 30.0, 3.0, 4.0, 50.0, 70.0],
+    )
+}
+
+#[test]
+fn batchnorm_training_statistics_by_hand() {
+    // Channel 0: mean 2.5, biased variance 1.25, unbiased 5/3.
+    // Channel 1: mean 40, biased variance 2000/4 = 500, unbiased 2000/3.
+    let (s, x) = bn_hand_batch();
+    let (mut running_mean, mut running_var) = (vec![0.0, 0.0], vec![1.0, 1.0]);
+    let (y, stats) = batchnorm::forward_train(
+        &s,
+        &x,
+        &[1.0, 2.0],
+        &[0.0, 1.0],
+        &mut running_mean,
+        &mut running_var,
+    );
+    let inv_std = [1.0 / (1.25 + BN_EPS).sqrt(), 1.0 / (500.0 + BN_EPS).sqrt()];
+    assert_close(&stats.mean, &[2.5, 40.0], 1e-7, "batch mean");
+    assert_close(&stats.inv_std, &inv_std, 1e-6, "inverse std");
+    let expected_y = [
+        -1.5 * inv_std[0],
+        -0.5 * inv_std[0],
+        -30.0 * inv_std[1] * 2.0 + 1.0,
+        -10.0 * inv_std[1] * 2.0 + 1.0,
+        0.5 * inv_std[0],
+        1.5 * inv_std[0],
+        10.0 * inv_std[1] * 2.0 + 1.0,
+        30.0 * inv_std[1] * 2.0 + 1.0,
+    ];
+    assert_close(&y, &expected_y, 1e-6, "normalised output");
+    // running = 0.9 * running + 0.1 * batch statistic (unbiased variance).
+    assert_close(&running_mean, &[0.25, 4.0], 1e-7, "running mean");
+    let expected_var = [0.9 + 0.1 * 5.0 / 3.0, 0.9 + 0.1 * 2000.0 / 3.0];
+    assert_close(&running_var, &expected_var, 1e-7, "running var");
+    // A second training forward (the seed runs D three times per step) moves them again.
+    batchnorm::forward_train(
+        &s,
+        &x,
+        &[1.0, 2.0],
+        &[0.0, 1.0],
+        &mut running_mean,
+        &mut running_var,
+    );
+    assert_close(
+        &running_mean,
+        &[0.475, 7.6],
+        1e-7,
+        "running mean after two batches",
+    );
+    let expected_var = [
+        0.9 * expected_var[0] + 0.1 * 5.0 / 3.0,
+        0.9 * expected_var[1] + 0.1 * 2000.0 / 3.0,
+    ];
+    assert_close(
+        &running_var,
+        &expected_var,
+        1e-7,
+        "running var after two batches",
+    );
+}
+
+#[test]
+fn batchnorm_eval_uses_running_statistics() {
+    let (s, x) = bn_hand_batch();
+    let y = batchnorm::forward_eval(
+        &s,
+        &x,
+        &[1.0, 2.0],
+        &[0.0, 1.0],
+        &[2.0, 10.0],
+        &[4.0, 100.0],
+    );
+    let (a, b) = (1.0 / (4.0 + BN_EPS).sqrt(), 2.0 / (100.0 + BN_EPS).sqrt());
+    let expected = [
+        -a,
+        0.0,
+        1.0,
+        20.0 * b + 1.0,
+        a,
+        2.0 * a,
+        40.0 * b + 1.0,
+        60.0 * b + 1.0,
+    ];
+    assert_close(&y, &expected, 1e-6, "eval output");
+}
+
+#[test]
+#[should_panic(expected = "more than 1 value per channel")]
+fn batchnorm_training_rejects_a_single_value_per_channel() {
+    let s = bn_shape(1, 2, 1, 1);
+    batchnorm::forward_train(
+        &s,
+        &[1.0, 2.0],
+        &[1.0; 2],
+        &[0.0; 2],
+        &mut [0.0; 2],
+        &mut [1.0; 2],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations
+
+/// Smooth pointwise functions, h = 1e-3: truncation (h^2/6 * f''') and f32 rounding of one
+/// output divided by 2h (about 3e-5) both stay below 1e-4.
+const ACTIVATION_TOL: f64 = 5e-4;
+
+const ACTIVATIONS: [Activation; 5] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu(0.2),
+    Activation::Tanh,
+    Activation::Sigmoid,
+];
+
+#[test]
+fn activation_backward_matches_finite_differences() {
+    let mut rng = Rng(6);
+    for a in ACTIVATIONS {
+        // Keep clear of ReLU's kink at 0, where finite differences straddle two slopes.
+        let x: Vec<f32> = (0..40)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 } * rng.uniform(0.05, 3.0))
+            .collect();
+        let r = rng.vec(x.len(), -1.0, 1.0);
+        let analytic = activation::backward(a, &x, &r);
+        let loss = |x: &[f32]| project(&r, &activation::forward(a, x));
+        check_gradient(
+            &format!("{a:?}"),
+            &x,
+            &analytic,
+            loss,
+            1e-3,
+            ACTIVATION_TOL,
+            &mut rng,
+        );
+    }
+}
+
+#[test]
+fn activations_by_hand() {
+    let x = [-2.0, 0.0, 3.0];
+    let dy = [1.0; 3];
+    assert_eq!(activation::forward(Activation::Relu, &x), [0.0, 0.0, 3.0]);
+    assert_eq!(
+        activation::forward(Activation::LeakyRelu(0.2), &x),
+        [-0.4, 0.0, 3.0]
+    );
+    // PyTorch: ReLU's derivative at 0 is 0; LeakyReLU's is the slope (`x > 0 ? dy : dy*slope`).
+    assert_eq!(
+        activation::backward(Activation::Relu, &x, &dy),
+        [0.0, 0.0, 1.0]
+    );
+    assert_eq!(
+        activation::backward(Activation::LeakyRelu(0.2), &x, &dy),
+        [0.2, 0.2, 1.0]
+    );
+    assert_eq!(activation::forward(Activation::Identity, &x), x);
+    assert_eq!(
+        activation::backward(Activation::Identity, &x, &[5.0; 3]),
+        [5.0; 3]
+    );
+    assert_eq!(activation::forward(Activation::Sigmoid, &[0.0]), [0.5]);
+    assert_eq!(
+        activation::backward(Activation::Sigmoid, &[0.0], &[1.0]),
+        [0.25]
+    );
+    assert_eq!(activation::forward(Activation::Tanh, &[0.0]), [0.0]);
+    assert_eq!(
+        activation::backward(Activation::Tanh, &[0.0], &[1.0]),
+        [1.0]
+    );
+    assert_close(
+        &activation::forward(Activation::Tanh, &[1.0]),
+        &[0.761_594_2],
+        1e-7,
+        "tanh(1)",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear
+
+/// Linear is bilinear like conv: only output rounding, divided by the step.
+const LINEAR_TOL: f64 = 1e-3;
+
+#[test]
+fn linear_backward_matches_finite_differences() {
+    let mut rng = Rng(7);
+    for (batch, in_features, out_features) in [(1, 1, 1), (3, 4, 2), (5, 1, 1), (2, 7, 3)] {
+        let s = LinearShape {
+            batch,
+            in_features,
+            out_features,
+        };
+        let x = rng.vec(batch * in_features, -1.0, 1.0);
+        let w = rng.vec(out_features * in_features, -1.0, 1.0);
+        let b = rng.vec(out_features, -1.0, 1.0);
+        let r = rng.vec(batch * out_features, -1.0, 1.0);
+        let h = 1e-2;
+        let what = format!("{s:?}");
+        let dx = linear::backward_input(&s, &r, &w);
+        let x_loss = |x: &[f32]| project(&r, &linear::forward(&s, x, &w, &b));
+        check_gradient(
+            &format!("dx {what}"),
+            &x,
+            &dx,
+            x_loss,
+            h,
+            LINEAR_TOL,
+            &mut rng,
+        );
+        let dw = linear::backward_weight(&s, &x, &r);
+        let w_loss = |w: &[f32]| project(&r, &linear::forward(&s, &x, w, &b));
+        check_gradient(
+            &format!("dw {what}"),
+            &w,
+            &dw,
+            w_loss,
+            h,
+            LINEAR_TOL,
+            &mut rng,
+        );
+        let db = linear::backward_bias(&s, &r);
+        let b_loss = |b: &[f32]| project(&r, &linear::forward(&s, &x, &w, b));
+        check_gradient(
+            &format!("dbias {what}"),
+            &b,
+            &db,
+            b_loss,
+            h,
+            LINEAR_TOL,
+            &mut rng,
+        );
+    }
+}
+
+#[test]
+fn linear_by_hand() {
+    // The seed's Linear(1 -> 1): y = x*w + b, batch 2.
+    let seed = LinearShape {
+        batch: 2,
+        in_features: 1,
+        out_features: 1,
+    };
+    assert_eq!(
+        linear::forward(&seed, &[2.0, -1.0], &[3.0], &[0.5]),
+        [6.5, -2.5]
+    );
+    // Weight [out=2, in=3]: y[o] = sum_i w[o, i] x[i] + b[o].
+    let s = LinearShape {
+        batch: 1,
+        in_features: 3,
+        out_features: 2,
+    };
+    let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    assert_eq!(
+        linear::forward(&s, &[1.0, 10.0, 100.0], &w, &[0.0, 1.0]),
+        [321.0, 655.0]
+    );
+    assert_eq!(
+        linear::backward_input(&s, &[1.0, 10.0], &w),
+        [41.0, 52.0, 63.0]
+    );
 }

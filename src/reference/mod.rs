@@ -9,7 +9,10 @@
 //! `Flatten` (`[B, C, H, W]` to `[B, C*H*W]`) has no function here: on row-major NCHW data it
 //! does not move a single element, so the flattened tensor is the same slice.
 
+pub mod activation;
+pub mod batchnorm;
 pub mod conv;
+pub mod linear;
 
 /// Rounds `f64` accumulators to the `f32` outputs.
 fn round_to_f32(accumulators: &[f64]) -> Vec<f32> {
