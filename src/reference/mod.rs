@@ -10,9 +10,11 @@
 //! does not move a single element, so the flattened tensor is the same slice.
 
 pub mod activation;
+pub mod adamw;
 pub mod batchnorm;
 pub mod conv;
 pub mod linear;
+pub mod loss;
 
 /// Rounds `f64` accumulators to the `f32` outputs.
 fn round_to_f32(accumulators: &[f64]) -> Vec<f32> {
