@@ -1,1 +1,8 @@
 //! Datasets: IDX files (raw or gzip), lookup and download.
+
+mod dataset;
+pub mod download;
+pub mod idx;
+
+pub use dataset::{Dataset, DownloadPolicy, Source, load_training_set};
+pub use idx::{Images, Labels, TrainingSet};
