@@ -35,11 +35,12 @@ fn tanh_backward(x: f32, dy: f32) -> f32 {
     return dy * (1.0 - y * y);
 }
 
-// 1 / (1 + e^-x), computed from the side that cannot overflow.
+// 1 / (1 + e^-x), as e^x / (1 + e^x) for negative x so that neither form overflows
+// and small outputs keep their precision.
 fn sigmoid_forward(x: f32) -> f32 {
     let e = exp(-abs(x));
     let s = 1.0 / (1.0 + e);
-    return select(1.0 - s, s, x >= 0.0);
+    return select(e * s, s, x >= 0.0);
 }
 
 fn sigmoid_backward(x: f32, dy: f32) -> f32 {

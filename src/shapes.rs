@@ -105,13 +105,15 @@ pub const BN_EPS: f32 = 1e-5;
 pub const BN_MOMENTUM: f32 = 0.1;
 
 /// AdamW hyperparameters (`torch.optim.AdamW`; the seed's lr and betas by default).
+/// Python floats in PyTorch, so `f64` here: the per-step scalars are computed in double
+/// precision and rounded to `f32` where PyTorch's tensor ops take them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamW {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
 }
 
 impl Default for AdamW {

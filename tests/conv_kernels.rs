@@ -119,7 +119,11 @@ impl Case {
     fn gpu(&self, ctx: &mut Ctx, pass: ConvPass, fusion: ConvFusion, tiling: Tiling) -> Vec<f32> {
         let s = &self.s;
         let launch = conv::launch(s, pass, fusion, tiling);
-        let (x, w, dy) = (ctx.upload(&self.x), ctx.upload(&self.w), ctx.upload(&self.dy));
+        let (x, w, dy) = (
+            ctx.upload(&self.x),
+            ctx.upload(&self.w),
+            ctx.upload(&self.dy),
+        );
         let out_len = match pass {
             ConvPass::Forward => s.output_len(),
             ConvPass::InputGrad => s.input_len(),
@@ -270,7 +274,12 @@ fn dispatch_larger_than_one_grid_dimension_is_split() {
         let launch = conv::launch(&s, ConvPass::Forward, ConvFusion::default(), Tiling::NARROW);
         assert!(launch.workgroups[1] > 1, "{:?}", launch.workgroups);
         let case = Case::new(s, 11);
-        let got = case.gpu(ctx, ConvPass::Forward, ConvFusion::default(), Tiling::NARROW);
+        let got = case.gpu(
+            ctx,
+            ConvPass::Forward,
+            ConvFusion::default(),
+            Tiling::NARROW,
+        );
         let want = reference::conv::forward(&s, &case.x, &case.w, None);
         assert_within("split dispatch", &got, &want, |i| {
             sum_bound(1, want[i].abs())

@@ -124,7 +124,11 @@ fn bn_shapes() -> Vec<BatchNormShape> {
 fn batchnorm_training_forward_and_backward_match_reference() {
     with_gpu(|ctx| {
         for (i, s) in bn_shapes().into_iter().enumerate() {
-            for activation in [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2)] {
+            for activation in [
+                Activation::Identity,
+                Activation::Relu,
+                Activation::LeakyRelu(0.2),
+            ] {
                 check_batchnorm(ctx, &BatchNormCase::new(s, 10 * i as u64), activation);
             }
         }
@@ -143,7 +147,12 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
     let launch = |pass| batchnorm::launch(&s, activation, pass, false);
     ctx.run(
         &launch(BatchNormPass::TrainStats),
-        &[("x", &x), ("affine", &affine), ("running", &running), ("stats", &stats)],
+        &[
+            ("x", &x),
+            ("affine", &affine),
+            ("running", &running),
+            ("stats", &stats),
+        ],
     );
     ctx.run(
         &launch(BatchNormPass::Apply),
@@ -153,8 +162,14 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
         case.running[..s.channels].to_vec(),
         case.running[s.channels..].to_vec(),
     );
-    let (normalised, saved) =
-        reference::batchnorm::forward_train(&s, &case.x, &case.gamma, &case.beta, &mut mean, &mut var);
+    let (normalised, saved) = reference::batchnorm::forward_train(
+        &s,
+        &case.x,
+        &case.gamma,
+        &case.beta,
+        &mut mean,
+        &mut var,
+    );
     let want = reference::activation::forward(activation, &normalised);
     // Sums over n values in f32 (mean and variance), then a few operations more.
     let scale = |v: f32| sum_bound(n, 4.0 * v.abs().max(1.0));
@@ -163,9 +178,12 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
     });
     let running_now = ctx.read(&running);
     let want_running = [mean, var].concat();
-    assert_within(&format!("{what} running stats"), &running_now, &want_running, |i| {
-        scale(want_running[i])
-    });
+    assert_within(
+        &format!("{what} running stats"),
+        &running_now,
+        &want_running,
+        |i| scale(want_running[i]),
+    );
 
     // Backward: the gradient arrives at the activation output.
     let dy = random(s.len(), 99, 1.0);
@@ -173,11 +191,21 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
     let affine_grad = ctx.upload(&vec![0.25; 2 * s.channels]);
     ctx.run(
         &batchnorm::launch(&s, activation, BatchNormPass::BackwardReduce, true),
-        &[("x", &x), ("stats", &stats), ("grad", &grad), ("affine_grad", &affine_grad)],
+        &[
+            ("x", &x),
+            ("stats", &stats),
+            ("grad", &grad),
+            ("affine_grad", &affine_grad),
+        ],
     );
     ctx.run(
         &launch(BatchNormPass::BackwardApply),
-        &[("x", &x), ("affine", &affine), ("stats", &stats), ("grad", &grad)],
+        &[
+            ("x", &x),
+            ("affine", &affine),
+            ("stats", &stats),
+            ("grad", &grad),
+        ],
     );
     let dnormalised = reference::activation::backward(activation, &normalised, &dy);
     let want = reference::batchnorm::backward(&s, &case.x, &case.gamma, &saved, &dnormalised);
@@ -185,10 +213,17 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
     assert_within(&format!("{what} dx"), &ctx.read(&grad), &want.dx, |_| {
         sum_bound(n, 8.0 * magnitude.max(1.0))
     });
-    let want_affine: Vec<f32> = [want.dgamma, want.dbeta].concat().iter().map(|g| g + 0.25).collect();
-    assert_within(&format!("{what} dgamma, dbeta (accumulated)"), &ctx.read(&affine_grad), &want_affine, |i| {
-        sum_bound(n, 4.0 * n as f32 * magnitude.max(want_affine[i].abs()))
-    });
+    let want_affine: Vec<f32> = [want.dgamma, want.dbeta]
+        .concat()
+        .iter()
+        .map(|g| g + 0.25)
+        .collect();
+    assert_within(
+        &format!("{what} dgamma, dbeta (accumulated)"),
+        &ctx.read(&affine_grad),
+        &want_affine,
+        |i| sum_bound(n, 4.0 * n as f32 * magnitude.max(want_affine[i].abs())),
+    );
 }
 
 #[test]
@@ -205,15 +240,26 @@ fn batchnorm_eval_forward_matches_reference() {
         let launch = |pass| batchnorm::launch(&s, activation, pass, false);
         ctx.run(
             &launch(BatchNormPass::EvalStats),
-            &[("affine", &affine), ("running", &running), ("stats", &stats)],
+            &[
+                ("affine", &affine),
+                ("running", &running),
+                ("stats", &stats),
+            ],
         );
-        ctx.run(&launch(BatchNormPass::Apply), &[("x", &x), ("stats", &stats), ("y", &y)]);
+        ctx.run(
+            &launch(BatchNormPass::Apply),
+            &[("x", &x), ("stats", &stats), ("y", &y)],
+        );
         let (mean, var) = case.running.split_at(s.channels);
         let normalised =
             reference::batchnorm::forward_eval(&s, &case.x, &case.gamma, &case.beta, mean, var);
         let want = reference::activation::forward(activation, &normalised);
         assert_within("eval forward", &ctx.read(&y), &want, |i| ulps(8.0, want[i]));
-        assert_eq!(ctx.read(&running), case.running, "eval mode must not touch running stats");
+        assert_eq!(
+            ctx.read(&running),
+            case.running,
+            "eval mode must not touch running stats"
+        );
     });
 }
 
@@ -246,18 +292,38 @@ fn bias_gradient_is_the_channel_sum() {
 fn linear_forward_and_backward_match_reference() {
     with_gpu(|ctx| {
         let shapes = [
-            LinearShape { batch: 5, in_features: 1, out_features: 1 },
-            LinearShape { batch: 3, in_features: 7, out_features: 4 },
-            LinearShape { batch: 128, in_features: 1, out_features: 1 },
+            LinearShape {
+                batch: 5,
+                in_features: 1,
+                out_features: 1,
+            },
+            LinearShape {
+                batch: 3,
+                in_features: 7,
+                out_features: 4,
+            },
+            LinearShape {
+                batch: 128,
+                in_features: 1,
+                out_features: 1,
+            },
         ];
         for s in shapes {
             let x = random(s.batch * s.in_features, 1, 1.0);
             let w = random(s.out_features * s.in_features, 2, 1.0);
             let b = random(s.out_features, 3, 1.0);
             let dy = random(s.batch * s.out_features, 4, 1.0);
-            let (xb, wb, bb, dyb) = (ctx.upload(&x), ctx.upload(&w), ctx.upload(&b), ctx.upload(&dy));
+            let (xb, wb, bb, dyb) = (
+                ctx.upload(&x),
+                ctx.upload(&w),
+                ctx.upload(&b),
+                ctx.upload(&dy),
+            );
             for tiling in [Tiling::PORTABLE, Tiling::NARROW] {
-                let with_bias = Epilogue { bias: true, ..Epilogue::default() };
+                let with_bias = Epilogue {
+                    bias: true,
+                    ..Epilogue::default()
+                };
                 let y = ctx.zeros(s.batch * s.out_features);
                 ctx.run(
                     &linear::launch(&s, LinearPass::Forward, with_bias, tiling),
@@ -303,7 +369,12 @@ fn run_head(ctx: &mut Ctx, logits: &[f32], target: f32, slot: u32) -> (Vec<f32>,
     let step = buffers::uniform(&ctx.gpu, "step", &[0u32, 0, slot, 0]);
     ctx.run(
         &loss::sigmoid_bce(logits.len(), target, SLOTS),
-        &[("logits", &z), ("dlogits", &dz), ("metrics", &metrics), ("step", &step)],
+        &[
+            ("logits", &z),
+            ("dlogits", &dz),
+            ("metrics", &metrics),
+            ("step", &step),
+        ],
     );
     (ctx.read(&dz), ctx.read(&metrics))
 }
@@ -360,14 +431,22 @@ fn adamw_matches_reference_over_several_steps() {
             let hyper = buffers::uniform(&ctx.gpu, "hyper", &Hyper::at_step(&h, t));
             ctx.run(
                 &adamw::step(count),
-                &[("params", &pb), ("grads", &gb), ("exp_avg", &mb), ("exp_avg_sq", &vb), ("hyper", &hyper)],
+                &[
+                    ("params", &pb),
+                    ("grads", &gb),
+                    ("exp_avg", &mb),
+                    ("exp_avg_sq", &vb),
+                    ("hyper", &hyper),
+                ],
             );
             reference::adamw::step(&h, t, &mut p, &g, &mut m, &mut v);
         }
         // Same float operations in the same order, except sqrt and division rounding.
         assert_within("params", &ctx.read(&pb), &p, |i| ulps(4.0, p[i]) * 0.1);
         assert_within("exp_avg", &ctx.read(&mb), &m, |i| ulps(2.0, m[i]) * 1e-3);
-        assert_within("exp_avg_sq", &ctx.read(&vb), &v, |i| 4.0 * f32::EPSILON * v[i].abs());
+        assert_within("exp_avg_sq", &ctx.read(&vb), &v, |i| {
+            4.0 * f32::EPSILON * v[i].abs()
+        });
     });
 }
 
@@ -377,7 +456,7 @@ fn noise_is_standard_normal_and_reproducible() {
         let count = 50 * 128 + 3;
         let out = ctx.zeros(count);
         let launch = noise::normal(count, 42);
-        let mut draw = |ctx: &mut Ctx, step: u32| {
+        let draw = |ctx: &mut Ctx, step: u32| {
             let info = buffers::uniform(&ctx.gpu, "step", &[step, 0u32, 0, 0]);
             ctx.run(&launch, &[("noise", &out), ("step", &info)]);
             ctx.read(&out)
@@ -386,13 +465,25 @@ fn noise_is_standard_normal_and_reproducible() {
         let again = draw(ctx, 7);
         let next = draw(ctx, 8);
         assert_bits_equal("same step", &first, &again);
-        assert!(first.iter().zip(&next).all(|(a, b)| a != b), "steps must differ");
+        assert!(
+            first.iter().zip(&next).all(|(a, b)| a != b),
+            "steps must differ"
+        );
         let want = reference::noise::normal(count, 42, 7);
-        assert_within("noise vs reference", &first, &want, |i| 1e-5 * want[i].abs().max(1.0));
+        assert_within("noise vs reference", &first, &want, |i| {
+            1e-5 * want[i].abs().max(1.0)
+        });
         let mean = first.iter().map(|&v| v as f64).sum::<f64>() / count as f64;
-        let var = first.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count as f64;
+        let var = first
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / count as f64;
         // 6,403 draws: the sample mean's standard error is 0.0125.
-        assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.06, "mean {mean}, var {var}");
+        assert!(
+            mean.abs() < 0.05 && (var - 1.0).abs() < 0.06,
+            "mean {mean}, var {var}"
+        );
     });
 }
 
@@ -413,7 +504,13 @@ fn data_gather_normalises_the_shuffled_batch() {
         let step = buffers::uniform(&ctx.gpu, "step", &[0u32, 5, 0, 0]);
         ctx.run(
             &data::gather(batch, pixels),
-            &[("pixels", &px), ("order", &ord), ("table", &table), ("images", &out), ("step", &step)],
+            &[
+                ("pixels", &px),
+                ("order", &ord),
+                ("table", &table),
+                ("images", &out),
+                ("step", &step),
+            ],
         );
         let got = ctx.read(&out);
         for b in 0..batch {
@@ -421,7 +518,11 @@ fn data_gather_normalises_the_shuffled_batch() {
             for p in 0..pixels {
                 let byte = bytes[image * pixels + p] as f32;
                 let want = (byte / 255.0 - 0.5) / 0.5;
-                assert_eq!(got[b * pixels + p].to_bits(), want.to_bits(), "image {image} pixel {p}");
+                assert_eq!(
+                    got[b * pixels + p].to_bits(),
+                    want.to_bits(),
+                    "image {image} pixel {p}"
+                );
             }
         }
     });

@@ -852,7 +852,8 @@ fn adamw_first_step_moves_each_parameter_by_lr() {
     let before = p;
     adamw::step(&h, 1, &mut p, &g, &mut m, &mut v);
     for i in 0..4 {
-        let expected = before[i] * (1.0 - h.lr * h.weight_decay) - h.lr * g[i].signum();
+        let expected = (f64::from(before[i]) * (1.0 - h.lr * h.weight_decay)
+            - h.lr * f64::from(g[i].signum())) as f32;
         assert!(
             (p[i] - expected).abs() < 3e-7,
             "p[{i}] = {} vs {expected}",
@@ -891,8 +892,8 @@ fn adamw_matches_the_textbook_formula_over_several_steps() {
         let (mut m, mut v) = (vec![0.0; 6], vec![0.0; 6]);
         let mut p64: Vec<f64> = p.iter().map(|&p| f64::from(p)).collect();
         let (mut m64, mut v64) = (vec![0.0f64; 6], vec![0.0f64; 6]);
-        let (lr, b1, b2) = (f64::from(h.lr), f64::from(h.beta1), f64::from(h.beta2));
-        let (eps, wd) = (f64::from(h.eps), f64::from(h.weight_decay));
+        let (lr, b1, b2) = (h.lr, h.beta1, h.beta2);
+        let (eps, wd) = (h.eps, h.weight_decay);
         for t in 1..=10 {
             let g = rng.vec(6, -1.0, 1.0);
             adamw::step(&h, t, &mut p, &g, &mut m, &mut v);

@@ -24,17 +24,16 @@ pub struct Hyper {
 impl Hyper {
     /// Scalars of step `t` (1 for the first step).
     pub fn at_step(h: &AdamW, t: u32) -> Hyper {
-        let (lr, beta1, beta2) = (h.lr as f64, h.beta1 as f64, h.beta2 as f64);
-        let bias_correction1 = 1.0 - beta1.powi(t as i32);
-        let bias_correction2 = 1.0 - beta2.powi(t as i32);
+        let bias_correction1 = 1.0 - h.beta1.powf(f64::from(t));
+        let bias_correction2 = 1.0 - h.beta2.powf(f64::from(t));
         Hyper {
-            decay: (1.0 - lr * h.weight_decay as f64) as f32,
-            lerp_weight: (1.0 - beta1) as f32,
-            beta2: h.beta2,
-            one_minus_beta2: (1.0 - beta2) as f32,
-            step_size: (lr / bias_correction1) as f32,
+            decay: (1.0 - h.lr * h.weight_decay) as f32,
+            lerp_weight: (1.0 - h.beta1) as f32,
+            beta2: h.beta2 as f32,
+            one_minus_beta2: (1.0 - h.beta2) as f32,
+            step_size: (h.lr / bias_correction1) as f32,
             bias_correction2_sqrt: bias_correction2.sqrt() as f32,
-            eps: h.eps,
+            eps: h.eps as f32,
             unused: 0.0,
         }
     }

@@ -83,7 +83,11 @@ pub fn every_kernel() -> Vec<Launch> {
         in_features: 5,
         out_features: 2,
     };
-    for pass in [LinearPass::Forward, LinearPass::InputGrad, LinearPass::WeightGrad] {
+    for pass in [
+        LinearPass::Forward,
+        LinearPass::InputGrad,
+        LinearPass::WeightGrad,
+    ] {
         let epilogue = Epilogue {
             bias: pass == LinearPass::Forward,
             ..Epilogue::default()

@@ -150,11 +150,7 @@ pub fn program(spec: &GemmSpec, tiling: Tiling) -> (String, Vec<(u32, Access)>) 
         bindings.push(("bias", Access::Read, "array<f32>"));
     }
     let mut source = spec.constants.clone();
-    source += &super::u32_constants(&[
-        ("GEMM_M", spec.m),
-        ("GEMM_N", spec.n),
-        ("GEMM_K", spec.k),
-    ]);
+    source += &super::u32_constants(&[("GEMM_M", spec.m), ("GEMM_N", spec.n), ("GEMM_K", spec.k)]);
     source += &super::binding_declarations(&bindings);
     source += sources::ACTIVATION;
     source += &prologue_function("prologue_a", spec.prologue_a);

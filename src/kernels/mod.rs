@@ -213,7 +213,12 @@ pub fn validate(label: &str, source: &str) -> Result<naga::Module> {
         naga::valid::Capabilities::all(),
     )
     .validate(&module)
-    .map_err(|e| anyhow!("{label}: WGSL validation error:\n{}", e.emit_to_string(source)))?;
+    .map_err(|e| {
+        anyhow!(
+            "{label}: WGSL validation error:\n{}",
+            e.emit_to_string(source)
+        )
+    })?;
     Ok(module)
 }
 
@@ -324,12 +329,7 @@ impl Kernels {
     }
 
     /// Compile `launch` (if new) and bind each role to the view given for it.
-    pub fn bind(
-        &mut self,
-        gpu: &Gpu,
-        launch: &Launch,
-        given: &[(&str, View)],
-    ) -> Result<Dispatch> {
+    pub fn bind(&mut self, gpu: &Gpu, launch: &Launch, given: &[(&str, View)]) -> Result<Dispatch> {
         let program = &launch.program;
         debug_assert_eq!(launch.roles.len(), program.bindings.len());
         let views = launch

@@ -14,8 +14,7 @@
 //! The decay `p *= 1 - lr*wd` is `p -= lr*wd*p` rounded PyTorch's way. Mirrored here except
 //! for fused multiply-adds PyTorch's vectorised kernels may use (its vectorised `lerp` is one
 //! FMA; with beta1 = 0.5 the product is exact, so it makes no difference); its CUDA kernels
-//! also round `addcdiv` as `p + s*(m/denom)` rather than `p + (s*m)/denom`. The hyperparameters are `f32` here but Python floats in PyTorch, so `1 - beta2`
-//! is computed from `f32(0.999)` and differs from PyTorch's by about 1e-5 relative.
+//! also round `addcdiv` as `p + s*(m/denom)` rather than `p + (s*m)/denom`.
 
 use crate::shapes::AdamW;
 
@@ -25,8 +24,8 @@ pub fn step(h: &AdamW, t: u32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut 
     assert_eq!(p.len(), g.len(), "AdamW gradient length");
     assert_eq!(p.len(), m.len(), "AdamW first moment length");
     assert_eq!(p.len(), v.len(), "AdamW second moment length");
-    let (lr, beta1, beta2) = (f64::from(h.lr), f64::from(h.beta1), f64::from(h.beta2));
-    let decay = (1.0 - lr * f64::from(h.weight_decay)) as f32;
+    let (lr, beta1, beta2) = (h.lr, h.beta1, h.beta2);
+    let decay = (1.0 - lr * h.weight_decay) as f32;
     let m_weight = (1.0 - beta1) as f32;
     let v_weight = (1.0 - beta2) as f32;
     let bias_correction1 = 1.0 - beta1.powf(f64::from(t));
@@ -36,8 +35,8 @@ pub fn step(h: &AdamW, t: u32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut 
     for i in 0..p.len() {
         p[i] *= decay;
         m[i] = lerp(m[i], g[i], m_weight);
-        v[i] = v[i] * h.beta2 + v_weight * g[i] * g[i];
-        let denom = v[i].sqrt() / bias_correction2_sqrt + h.eps;
+        v[i] = v[i] * beta2 as f32 + v_weight * g[i] * g[i];
+        let denom = v[i].sqrt() / bias_correction2_sqrt + h.eps as f32;
         p[i] += neg_step_size * m[i] / denom;
     }
 }

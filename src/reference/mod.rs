@@ -15,6 +15,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod linear;
 pub mod loss;
+pub mod noise;
 
 /// Rounds `f64` accumulators to the `f32` outputs.
 fn round_to_f32(accumulators: &[f64]) -> Vec<f32> {

@@ -138,5 +138,8 @@ pub fn assert_bits_equal(what: &str, a: &[f32], b: &[f32]) {
         .zip(b)
         .filter(|(x, y)| x.to_bits() != y.to_bits())
         .count();
-    assert_eq!(differing, 0, "{what}: {differing} values differ between runs");
+    assert_eq!(
+        differing, 0,
+        "{what}: {differing} values differ between runs"
+    );
 }
