@@ -868,7 +868,7 @@ fn adamw_with_zero_gradient_only_decays() {
     let mut p = [0.5, -0.3, 2.0];
     let (mut m, mut v) = ([0.0; 3], [0.0; 3]);
     adamw::step(&h, 1, &mut p, &[0.0; 3], &mut m, &mut v);
-    let decay = (1.0 - f64::from(h.lr) * f64::from(h.weight_decay)) as f32;
+    let decay = (1.0 - h.lr * h.weight_decay) as f32;
     assert_eq!(p, [0.5 * decay, -0.3 * decay, 2.0 * decay]);
     assert_eq!((m, v), ([0.0; 3], [0.0; 3]));
 }

@@ -1,9 +1,9 @@
 //! Conv2d and ConvTranspose2d kernels: the three gathers of `shaders/conv.wgsl`
 //! mapped onto the six passes of the two layers.
 //!
-//! Roles: forward binds `x`, `w`, `y` (+ `bn` for a fused BatchNorm-apply on `x`,
-//! + `bias`); input gradient binds `dy`, `w`, `dx`; weight gradient binds `x`, `dy`,
-//! `dw` (+ `bn`); bias gradient is a channel sum (see [`super::batchnorm`]).
+//! Roles: forward binds `x`, `w`, `y`, plus `bn` for a fused BatchNorm-apply on `x`
+//! and `bias`; input gradient binds `dy`, `w`, `dx`; weight gradient binds `x`, `dy`,
+//! `dw`, plus `bn`. The bias gradient is a channel sum (see [`super::bias`]).
 
 use super::gemm::{self, Epilogue, GemmSpec, Prologue, Tiling};
 use super::{Launch, Program, sources};
