@@ -16,11 +16,12 @@
 // REDUCE_LANES, EPS, MOMENTUM, ACCUMULATE (add parameter gradients to what is there),
 // and the activation glue bn_activation(x) / bn_activation_backward(x, dy).
 
-// Layouts of the small per-channel buffers, CHANNELS entries per field.
-const STAT_MEAN: u32 = 0u;
-const STAT_INVSTD: u32 = 1u;
-const STAT_SCALE: u32 = 2u;
-const STAT_SHIFT: u32 = 3u;
+// Layouts of the small per-channel buffers, CHANNELS entries per field. Scale and
+// shift come first: convolutions that fuse the affine map read [scale | shift].
+const STAT_SCALE: u32 = 0u;
+const STAT_SHIFT: u32 = 1u;
+const STAT_MEAN: u32 = 2u;
+const STAT_INVSTD: u32 = 3u;
 const STAT_SUM_G: u32 = 4u;
 const STAT_DOT_G: u32 = 5u;
 

@@ -3,6 +3,7 @@
 pub mod buffers;
 pub mod data;
 pub mod device;
+pub mod executor;
 pub mod kernels;
 pub mod model;
 pub mod reference;

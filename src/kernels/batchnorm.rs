@@ -1,8 +1,8 @@
 //! BatchNorm2d kernels (`shaders/batchnorm.wgsl`).
 //!
 //! Roles: `x` (the raw input), `affine` ([gamma | beta]), `running`
-//! ([running_mean | running_var]), `stats` (6 x channels: mean, invstd, scale, shift,
-//! and the two backward sums), `y`, `grad` (gradient at the activation output,
+//! ([running_mean | running_var]), `stats` (6 x channels: scale, shift, mean, invstd,
+//! and the two backward sums; a fused convolution prologue reads the first two), `y`, `grad` (gradient at the activation output,
 //! replaced by the gradient at `x`), `affine_grad` ([dgamma | dbeta]).
 
 use super::gemm::{activation_backward, activation_forward};

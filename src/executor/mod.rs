@@ -1,0 +1,877 @@
+//! The graph executor: builds the schedule of a training step once (buffers,
+//! pipelines, bind groups) and replays it every step as one command buffer and one
+//! submission, with no allocation and no CPU-GPU wait inside the step.
+//!
+//! Losses go to a ring in GPU memory; every so often a copy of the ring rides along
+//! in a step's submission to a staging buffer from a small pool, and is mapped
+//! asynchronously: [`Executor::poll_metrics`] hands back whatever has arrived.
+
+pub mod graph;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytemuck::{Pod, Zeroable};
+
+use crate::buffers;
+use crate::device::Gpu;
+use crate::kernels::adamw::Hyper;
+use crate::kernels::gemm::Tiling;
+use crate::kernels::{Dispatch, Kernels, View, data};
+use crate::model::{Layout, Network, TensorKind};
+use crate::shapes::AdamW;
+use graph::{Buf, Lowering, Net, Op, Tensor, metric};
+
+/// Steps of losses the ring on the GPU holds.
+const METRICS_RING: usize = 1024;
+/// Staging buffers for reading the ring back; one is in flight per read.
+const STAGING_BUFFERS: usize = 4;
+
+/// The per-step values of `shaders/step.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct StepInfo {
+    step: u32,
+    batch_start: u32,
+    metrics_slot: u32,
+    unused: u32,
+}
+
+/// Where real images and noise come from.
+pub enum Inputs {
+    /// The training set on the GPU, gathered in the epoch's order, and noise from
+    /// the GPU generator seeded with `seed`.
+    Dataset {
+        pixels: Vec<u8>,
+        image_pixels: usize,
+        seed: u64,
+    },
+    /// Written by the caller before each step ([`Executor::set_inputs`]): parity tests.
+    External,
+}
+
+pub struct ExecutorConfig {
+    pub generator: Network,
+    pub discriminator: Network,
+    /// The largest batch a step will use (buffers are sized for it).
+    pub batch: usize,
+    /// Other batch sizes to plan for (the last, smaller batch of an epoch).
+    pub extra_batches: Vec<usize>,
+    /// Images in a sample grid (eval-mode generator forward).
+    pub samples: usize,
+    pub optimizer: AdamW,
+    pub inputs: Inputs,
+    /// Keep a copy of every layer's output of every pass (parity tests).
+    pub capture: bool,
+}
+
+/// A network's parameters, gradients, AdamW moments and running statistics.
+struct NetworkState {
+    network: Network,
+    layout: Layout,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    exp_avg: wgpu::Buffer,
+    exp_avg_sq: wgpu::Buffer,
+    running: wgpu::Buffer,
+    hyper: wgpu::Buffer,
+    /// `num_batches_tracked` of every BatchNorm layer (training forwards so far).
+    batches_tracked: u64,
+}
+
+impl NetworkState {
+    fn new(gpu: &Gpu, network: Network) -> Result<NetworkState> {
+        network.validate().map_err(|e| anyhow!(e))?;
+        let layout = network.layout();
+        let name = network.name;
+        let make = |what: &str, len| buffers::storage(gpu, &format!("{name}.{what}"), len);
+        Ok(NetworkState {
+            params: make("params", layout.parameters),
+            grads: make("grads", layout.parameters),
+            exp_avg: make("exp_avg", layout.parameters),
+            exp_avg_sq: make("exp_avg_sq", layout.parameters),
+            running: make("running", layout.running),
+            hyper: buffers::uniform(gpu, &format!("{name}.hyper"), &Hyper::zeroed()),
+            batches_tracked: 0,
+            network,
+            layout,
+        })
+    }
+}
+
+/// A buffer copy recorded between compute passes.
+struct Copy {
+    from: wgpu::Buffer,
+    from_offset: u64,
+    to: wgpu::Buffer,
+    to_offset: u64,
+    bytes: u64,
+}
+
+enum Segment {
+    Pass(Vec<Dispatch>),
+    Copy(Copy),
+}
+
+/// A bound schedule: compute passes, with copies between them when capturing.
+struct Plan {
+    segments: Vec<Segment>,
+}
+
+impl Plan {
+    fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        for segment in &self.segments {
+            match segment {
+                Segment::Pass(dispatches) => {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    for dispatch in dispatches {
+                        dispatch.record(&mut pass);
+                    }
+                }
+                Segment::Copy(c) => encoder.copy_buffer_to_buffer(
+                    &c.from,
+                    c.from_offset,
+                    &c.to,
+                    c.to_offset,
+                    c.bytes,
+                ),
+            }
+        }
+    }
+
+    fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.segments.iter().flat_map(|s| match s {
+            Segment::Pass(d) => d.as_slice(),
+            Segment::Copy(_) => &[],
+        })
+    }
+}
+
+/// Losses and discriminator outputs of one step (see [`graph::metric`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub values: [f32; metric::PER_STEP],
+}
+
+impl StepMetrics {
+    pub fn loss_d(&self) -> f32 {
+        self.values[metric::LOSS_D_REAL] + self.values[metric::LOSS_D_FAKE]
+    }
+    pub fn loss_g(&self) -> f32 {
+        self.values[metric::LOSS_G]
+    }
+    pub fn d_x(&self) -> f32 {
+        self.values[metric::D_X]
+    }
+    pub fn d_g_z(&self) -> f32 {
+        self.values[metric::D_G_Z1]
+    }
+}
+
+const IDLE: u8 = 0;
+const PENDING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+struct Staging {
+    buffer: wgpu::Buffer,
+    state: Arc<AtomicU8>,
+    first_step: u64,
+    steps: usize,
+}
+
+pub struct Executor {
+    pub gpu: Gpu,
+    kernels: Kernels,
+    states: [NetworkState; 2],
+    workspace: HashMap<String, wgpu::Buffer>,
+    plans: HashMap<usize, Plan>,
+    sample_plan: Plan,
+    sample_output: Tensor,
+    samples: usize,
+    step_info: wgpu::Buffer,
+    metrics: wgpu::Buffer,
+    staging: Vec<Staging>,
+    in_flight: VecDeque<usize>,
+    /// First step whose metrics have not been requested yet.
+    unrequested: u64,
+    steps_done: u64,
+    optimizer: AdamW,
+    external_inputs: bool,
+    capture: bool,
+    dataset_buffers: Option<(wgpu::Buffer, wgpu::Buffer, wgpu::Buffer)>,
+    images: usize,
+}
+
+/// The tiling used for a matrix product on this adapter until autotuning picks one.
+pub fn default_tiling(gpu: &Gpu) -> impl Fn(usize, usize, usize) -> Tiling + use<> {
+    let subgroup = gpu.subgroup_size;
+    move |_m, n, _k| match subgroup {
+        Some(lanes) if n >= 4 * lanes as usize => Tiling {
+            lanes,
+            rows_per_lane: 8,
+            tile_cols: 4 * lanes,
+            subgroup: true,
+        },
+        Some(lanes) if n >= 2 * lanes as usize => Tiling {
+            lanes,
+            rows_per_lane: 8,
+            tile_cols: 2 * lanes,
+            subgroup: true,
+        },
+        _ if n >= 4 => Tiling::PORTABLE,
+        _ => Tiling {
+            lanes: 64,
+            rows_per_lane: 4,
+            tile_cols: 1,
+            subgroup: false,
+        },
+    }
+}
+
+impl Executor {
+    pub fn new(gpu: Gpu, config: ExecutorConfig) -> Result<Executor> {
+        let states = [
+            NetworkState::new(&gpu, config.generator)?,
+            NetworkState::new(&gpu, config.discriminator)?,
+        ];
+        let (external_inputs, image_pixels, images, seed) = match &config.inputs {
+            Inputs::Dataset {
+                pixels,
+                image_pixels,
+                seed,
+            } => (false, *image_pixels, pixels.len() / image_pixels, *seed),
+            Inputs::External => (true, states[1].network.input.per_image(), 0, 0),
+        };
+        let tiling = default_tiling(&gpu);
+        let metrics_len = METRICS_RING * metric::PER_STEP;
+        let lower = |batch: usize| -> Result<Vec<Op>> {
+            let mut l = Lowering {
+                generator: &states[0].network,
+                discriminator: &states[1].network,
+                layouts: [&states[0].layout, &states[1].layout],
+                batch,
+                tiling: &tiling,
+                capture: config.capture,
+                metrics_len,
+                ops: Vec::new(),
+            };
+            let noise_channels = states[0].network.input.per_image();
+            let (real, noise) = if external_inputs {
+                (
+                    Tensor::work("D.real", batch * image_pixels),
+                    Tensor::work("G.noise", batch * noise_channels),
+                )
+            } else {
+                (
+                    l.real_batch(image_pixels, images),
+                    l.noise(noise_channels, seed),
+                )
+            };
+            graph::training_step(&mut l, real, noise)?;
+            Ok(l.ops)
+        };
+        let mut batches = vec![config.batch];
+        batches.extend(config.extra_batches.iter().filter(|&&b| b != config.batch));
+        let mut lowered = Vec::new();
+        for &batch in &batches {
+            lowered.push((batch, lower(batch)?));
+        }
+        let (sample_ops, sample_output) = {
+            let mut l = Lowering {
+                generator: &states[0].network,
+                discriminator: &states[1].network,
+                layouts: [&states[0].layout, &states[1].layout],
+                batch: config.samples,
+                tiling: &tiling,
+                capture: false,
+                metrics_len,
+                ops: Vec::new(),
+            };
+            let noise = Tensor::work(
+                "sample.noise",
+                config.samples * states[0].network.input.per_image(),
+            );
+            let forward = l.forward(Net::Generator, noise, false, "sample")?;
+            (l.ops, forward.output())
+        };
+        let mut executor = Executor {
+            kernels: Kernels::new(),
+            workspace: HashMap::new(),
+            plans: HashMap::new(),
+            sample_plan: Plan {
+                segments: Vec::new(),
+            },
+            sample_output,
+            samples: config.samples,
+            step_info: buffers::uniform(&gpu, "step", &StepInfo::zeroed()),
+            metrics: buffers::storage(&gpu, "metrics", metrics_len),
+            staging: Vec::new(),
+            in_flight: VecDeque::new(),
+            unrequested: 0,
+            steps_done: 0,
+            optimizer: config.optimizer,
+            external_inputs,
+            capture: config.capture,
+            dataset_buffers: None,
+            images,
+            states,
+            gpu,
+        };
+        if let Inputs::Dataset { pixels, .. } = &config.inputs {
+            executor.upload_dataset(pixels);
+        }
+        executor.allocate_workspace(lowered.iter().flat_map(|(_, ops)| ops).chain(&sample_ops));
+        for (batch, ops) in &lowered {
+            let plan = executor.bind(ops)?;
+            executor.plans.insert(*batch, plan);
+        }
+        executor.sample_plan = executor.bind(&sample_ops)?;
+        executor.staging = (0..STAGING_BUFFERS)
+            .map(|i| Staging {
+                buffer: executor.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&format!("metrics staging {i}")),
+                    size: (metrics_len * 4) as u64,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                state: Arc::new(AtomicU8::new(IDLE)),
+                first_step: 0,
+                steps: 0,
+            })
+            .collect();
+        Ok(executor)
+    }
+
+    fn upload_dataset(&mut self, pixels: &[u8]) {
+        let mut packed = pixels.to_vec();
+        packed.resize(pixels.len().div_ceil(4) * 4, 0);
+        let words: &[u32] = bytemuck::cast_slice(&packed);
+        let order: Vec<u32> = (0..self.images as u32).collect();
+        self.dataset_buffers = Some((
+            buffers::upload(&self.gpu, "dataset pixels", words),
+            buffers::upload(&self.gpu, "epoch order", &order),
+            buffers::upload(
+                &self.gpu,
+                "normalisation table",
+                &data::normalisation_table(),
+            ),
+        ));
+    }
+
+    fn allocate_workspace<'o>(&mut self, ops: impl Iterator<Item = &'o Op>) {
+        let mut sizes: HashMap<String, usize> = HashMap::new();
+        let mut note = |t: &Tensor| {
+            if let Buf::Work(key) = &t.buf {
+                let size = sizes.entry(key.clone()).or_default();
+                *size = (*size).max(t.offset + t.len);
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Kernel { bindings, .. } => bindings.iter().for_each(|(_, t)| note(t)),
+                Op::Copy { from, to } => {
+                    note(from);
+                    note(to);
+                }
+            }
+        }
+        for (key, len) in sizes {
+            let buffer = buffers::storage(&self.gpu, &key, len);
+            self.workspace.insert(key, buffer);
+        }
+    }
+
+    fn buffer(&self, buf: &Buf) -> &wgpu::Buffer {
+        let state = |net: &Net| &self.states[*net as usize];
+        let dataset = || self.dataset_buffers.as_ref().expect("dataset inputs");
+        match buf {
+            Buf::Work(key) => &self.workspace[key],
+            Buf::Params(n) => &state(n).params,
+            Buf::Grads(n) => &state(n).grads,
+            Buf::ExpAvg(n) => &state(n).exp_avg,
+            Buf::ExpAvgSq(n) => &state(n).exp_avg_sq,
+            Buf::Running(n) => &state(n).running,
+            Buf::Hyper(n) => &state(n).hyper,
+            Buf::Step => &self.step_info,
+            Buf::Metrics => &self.metrics,
+            Buf::Pixels => &dataset().0,
+            Buf::Order => &dataset().1,
+            Buf::Table => &dataset().2,
+        }
+    }
+
+    fn view(&self, t: &Tensor) -> View<'_> {
+        View {
+            buffer: self.buffer(&t.buf),
+            offset: t.offset as u64,
+            len: t.len as u64,
+        }
+    }
+
+    fn bind(&mut self, ops: &[Op]) -> Result<Plan> {
+        let mut kernels = std::mem::take(&mut self.kernels);
+        let plan = self.bind_with(&mut kernels, ops);
+        self.kernels = kernels;
+        plan
+    }
+
+    fn bind_with(&self, kernels: &mut Kernels, ops: &[Op]) -> Result<Plan> {
+        let mut segments = Vec::new();
+        let mut current = Vec::new();
+        for op in ops {
+            match op {
+                Op::Kernel { launch, bindings } => {
+                    let given: Vec<(&str, View)> = bindings
+                        .iter()
+                        .map(|(role, t)| (*role, self.view(t)))
+                        .collect();
+                    current.push(kernels.bind(&self.gpu, launch, &given)?);
+                }
+                Op::Copy { from, to } => {
+                    segments.push(Segment::Pass(std::mem::take(&mut current)));
+                    segments.push(Segment::Copy(Copy {
+                        from: self.buffer(&from.buf).clone(),
+                        from_offset: (from.offset * 4) as u64,
+                        to: self.buffer(&to.buf).clone(),
+                        to_offset: (to.offset * 4) as u64,
+                        bytes: (from.len * 4) as u64,
+                    }));
+                }
+            }
+        }
+        segments.push(Segment::Pass(current));
+        segments.retain(|s| !matches!(s, Segment::Pass(d) if d.is_empty()));
+        Ok(Plan { segments })
+    }
+
+    /// Set the order in which this epoch visits the training images.
+    pub fn set_epoch_order(&mut self, order: &[u32]) -> Result<()> {
+        let (_, buffer, _) = self
+            .dataset_buffers
+            .as_ref()
+            .context("this executor has no dataset")?;
+        anyhow::ensure!(
+            order.len() == self.images,
+            "order covers {} of {} images",
+            order.len(),
+            self.images
+        );
+        self.gpu
+            .queue
+            .write_buffer(buffer, 0, bytemuck::cast_slice(order));
+        Ok(())
+    }
+
+    /// Real images (normalised) and noise for the next step, when inputs are external.
+    pub fn set_inputs(&mut self, real: &[f32], noise: &[f32]) -> Result<()> {
+        anyhow::ensure!(self.external_inputs, "this executor gathers its own inputs");
+        for (key, data) in [("D.real", real), ("G.noise", noise)] {
+            let buffer = &self.workspace[key];
+            anyhow::ensure!(
+                (data.len() * 4) as u64 <= buffer.size(),
+                "{key}: {} values do not fit",
+                data.len()
+            );
+            self.gpu
+                .queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// One training step on `batch` images starting at `batch_start` in the epoch's
+    /// order: one command buffer, one submission, no waiting.
+    pub fn step(&mut self, batch: usize, batch_start: usize, read_metrics: bool) -> Result<()> {
+        let plan = self
+            .plans
+            .get(&batch)
+            .with_context(|| format!("no plan for batch size {batch}"))?;
+        let info = StepInfo {
+            step: self.steps_done as u32,
+            batch_start: batch_start as u32,
+            metrics_slot: (self.steps_done % METRICS_RING as u64) as u32,
+            unused: 0,
+        };
+        let queue = &self.gpu.queue;
+        queue.write_buffer(&self.step_info, 0, bytemuck::bytes_of(&info));
+        let t = u32::try_from(self.steps_done + 1).context("step count overflow")?;
+        for state in &self.states {
+            let hyper = Hyper::at_step(&self.optimizer, t);
+            queue.write_buffer(&state.hyper, 0, bytemuck::bytes_of(&hyper));
+        }
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        plan.record(&mut encoder);
+        self.steps_done += 1;
+        self.states[0].batches_tracked += 1;
+        self.states[1].batches_tracked += 3;
+        let due = self.steps_done - self.unrequested >= (METRICS_RING / 2) as u64;
+        let staging = if read_metrics || due {
+            self.request_metrics(&mut encoder)?
+        } else {
+            None
+        };
+        self.gpu.queue.submit([encoder.finish()]);
+        if let Some(index) = staging {
+            self.map_staging(index);
+        }
+        Ok(())
+    }
+
+    /// Copy the ring slots of steps not yet requested into a free staging buffer.
+    fn request_metrics(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<Option<usize>> {
+        let steps = (self.steps_done - self.unrequested) as usize;
+        if steps == 0 {
+            return Ok(None);
+        }
+        let index = self.free_staging()?;
+        let first = self.unrequested;
+        let per_step = (metric::PER_STEP * 4) as u64;
+        for i in 0..steps {
+            let slot = ((first + i as u64) % METRICS_RING as u64) * per_step;
+            encoder.copy_buffer_to_buffer(
+                &self.metrics,
+                slot,
+                &self.staging[index].buffer,
+                i as u64 * per_step,
+                per_step,
+            );
+        }
+        let staging = &mut self.staging[index];
+        staging.first_step = first;
+        staging.steps = steps;
+        self.unrequested = self.steps_done;
+        Ok(Some(index))
+    }
+
+    fn free_staging(&mut self) -> Result<usize> {
+        loop {
+            if let Some(i) = self
+                .staging
+                .iter()
+                .position(|s| s.state.load(Ordering::Acquire) == IDLE)
+            {
+                return Ok(i);
+            }
+            // All in flight: wait for the oldest rather than allocate.
+            self.gpu.wait()?;
+            self.collect_ready()?;
+        }
+    }
+
+    fn map_staging(&mut self, index: usize) {
+        let staging = &self.staging[index];
+        staging.state.store(PENDING, Ordering::Release);
+        let state = staging.state.clone();
+        let bytes = (staging.steps * metric::PER_STEP * 4) as u64;
+        staging
+            .buffer
+            .slice(..bytes)
+            .map_async(wgpu::MapMode::Read, move |result| {
+                state.store(
+                    if result.is_ok() { READY } else { FAILED },
+                    Ordering::Release,
+                );
+            });
+        self.in_flight.push_back(index);
+    }
+
+    fn collect_ready(&mut self) -> Result<Vec<StepMetrics>> {
+        let mut out = Vec::new();
+        while let Some(&index) = self.in_flight.front() {
+            let staging = &self.staging[index];
+            match staging.state.load(Ordering::Acquire) {
+                READY => {}
+                FAILED => bail!("reading losses back from the GPU failed (device lost?)"),
+                _ => break,
+            }
+            let bytes = (staging.steps * metric::PER_STEP * 4) as u64;
+            {
+                let view = staging.buffer.slice(..bytes).get_mapped_range()?;
+                let values: &[f32] = bytemuck::cast_slice(&view);
+                for (i, chunk) in values.chunks_exact(metric::PER_STEP).enumerate() {
+                    out.push(StepMetrics {
+                        step: staging.first_step + i as u64,
+                        values: chunk.try_into().expect("chunk of PER_STEP"),
+                    });
+                }
+            }
+            staging.buffer.unmap();
+            staging.state.store(IDLE, Ordering::Release);
+            self.in_flight.pop_front();
+        }
+        Ok(out)
+    }
+
+    /// Metrics that have arrived from the GPU, without waiting.
+    pub fn poll_metrics(&mut self) -> Result<Vec<StepMetrics>> {
+        self.gpu
+            .device
+            .poll(wgpu::PollType::Poll)
+            .context("the GPU device was lost")?;
+        self.collect_ready()
+    }
+
+    /// Wait for every step submitted so far and return the metrics not yet returned.
+    pub fn finish(&mut self) -> Result<Vec<StepMetrics>> {
+        if self.steps_done > self.unrequested {
+            let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+            let staging = self.request_metrics(&mut encoder)?;
+            self.gpu.queue.submit([encoder.finish()]);
+            if let Some(index) = staging {
+                self.map_staging(index);
+            }
+        }
+        self.gpu.wait()?;
+        self.collect_ready()
+    }
+
+    /// Generator images `[n, 1, 28, 28]` for `noise`, in eval mode (running statistics).
+    pub fn sample(&mut self, noise: &[f32]) -> Result<Vec<f32>> {
+        let key = "sample.noise";
+        anyhow::ensure!(
+            noise.len() == self.samples * self.states[0].network.input.per_image(),
+            "sample noise must hold {} images' worth",
+            self.samples
+        );
+        self.gpu
+            .queue
+            .write_buffer(&self.workspace[key], 0, bytemuck::cast_slice(noise));
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        self.sample_plan.record(&mut encoder);
+        self.gpu.queue.submit([encoder.finish()]);
+        let out = &self.sample_output;
+        buffers::read(&self.gpu, self.buffer(&out.buf), out.offset, out.len)
+    }
+
+    pub fn sample_count(&self) -> usize {
+        self.samples
+    }
+
+    pub fn steps_done(&self) -> u64 {
+        self.steps_done
+    }
+
+    pub fn network(&self, net: Net) -> &Network {
+        &self.states[net as usize].network
+    }
+
+    pub fn layout(&self, net: Net) -> &Layout {
+        &self.states[net as usize].layout
+    }
+
+    /// The `state_dict` of a network: parameters and running statistics read from
+    /// the GPU, and `num_batches_tracked` of every BatchNorm layer.
+    pub fn state_dict(&self, net: Net) -> Result<Vec<NamedTensor>> {
+        let state = &self.states[net as usize];
+        let params = buffers::read_all(&self.gpu, &state.params)?;
+        let running = buffers::read_all(&self.gpu, &state.running)?;
+        let mut out = Vec::new();
+        for slot in &state.layout.tensors {
+            let source = match slot.kind {
+                TensorKind::Parameter => &params,
+                TensorKind::Running => &running,
+            };
+            out.push(NamedTensor {
+                name: slot.name.clone(),
+                shape: slot.shape.clone(),
+                data: TensorData::F32(source[slot.offset..slot.offset + slot.len()].to_vec()),
+            });
+            if slot.name.ends_with("running_var") {
+                let layer = slot.name.trim_end_matches("running_var");
+                out.push(NamedTensor {
+                    name: format!("{layer}num_batches_tracked"),
+                    shape: Vec::new(),
+                    data: TensorData::I64(vec![state.batches_tracked as i64]),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replace a network's parameters and running statistics (a checkpoint, a fixture).
+    /// Every tensor of the layout must be given with its exact shape.
+    pub fn load_state_dict(&mut self, net: Net, tensors: &[NamedTensor]) -> Result<()> {
+        let state = &mut self.states[net as usize];
+        let mut params = vec![0.0f32; state.layout.parameters];
+        let mut running = vec![0.0f32; state.layout.running];
+        let mut tracked = None;
+        for slot in &state.layout.tensors {
+            let given = tensors
+                .iter()
+                .find(|t| t.name == slot.name)
+                .with_context(|| format!("{}: missing tensor {}", state.network.name, slot.name))?;
+            anyhow::ensure!(
+                given.shape == slot.shape,
+                "{}: {} has shape {:?}, the model needs {:?}",
+                state.network.name,
+                slot.name,
+                given.shape,
+                slot.shape
+            );
+            let TensorData::F32(values) = &given.data else {
+                bail!("{}: {} must be float32", state.network.name, slot.name);
+            };
+            let target = match slot.kind {
+                TensorKind::Parameter => &mut params,
+                TensorKind::Running => &mut running,
+            };
+            target[slot.offset..slot.offset + slot.len()].copy_from_slice(values);
+        }
+        for t in tensors
+            .iter()
+            .filter(|t| t.name.ends_with("num_batches_tracked"))
+        {
+            if let TensorData::I64(v) = &t.data {
+                tracked = v.first().copied();
+            }
+        }
+        let queue = &self.gpu.queue;
+        queue.write_buffer(&state.params, 0, bytemuck::cast_slice(&params));
+        queue.write_buffer(&state.running, 0, bytemuck::cast_slice(&running));
+        state.batches_tracked = tracked.unwrap_or(0).max(0) as u64;
+        Ok(())
+    }
+
+    /// Replace AdamW's moments of a network and the step count (resuming, tests).
+    pub fn load_optimizer_state(
+        &mut self,
+        net: Net,
+        exp_avg: &[NamedTensor],
+        exp_avg_sq: &[NamedTensor],
+        steps_done: u64,
+    ) -> Result<()> {
+        let state = &self.states[net as usize];
+        for (tensors, buffer) in [(exp_avg, &state.exp_avg), (exp_avg_sq, &state.exp_avg_sq)] {
+            let mut flat = vec![0.0f32; state.layout.parameters];
+            for slot in state
+                .layout
+                .tensors
+                .iter()
+                .filter(|t| t.kind == TensorKind::Parameter)
+            {
+                let given = tensors
+                    .iter()
+                    .find(|t| t.name == slot.name)
+                    .with_context(|| format!("missing optimizer state for {}", slot.name))?;
+                let TensorData::F32(values) = &given.data else {
+                    bail!("optimizer state for {} must be float32", slot.name);
+                };
+                anyhow::ensure!(
+                    values.len() == slot.len(),
+                    "optimizer state for {} has the wrong size",
+                    slot.name
+                );
+                flat[slot.offset..slot.offset + slot.len()].copy_from_slice(values);
+            }
+            self.gpu
+                .queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(&flat));
+        }
+        self.steps_done = steps_done;
+        self.unrequested = steps_done;
+        Ok(())
+    }
+
+    /// Initialise both networks as the seed does, from `seed`.
+    pub fn initialise(&mut self, seed: u64) -> Result<()> {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for state in &self.states {
+            let (params, running) = state.network.initial_state(&mut rng);
+            self.gpu
+                .queue
+                .write_buffer(&state.params, 0, bytemuck::cast_slice(&params));
+            self.gpu
+                .queue
+                .write_buffer(&state.running, 0, bytemuck::cast_slice(&running));
+        }
+        Ok(())
+    }
+
+    /// The flat gradient and AdamW moment buffers of a network (tests).
+    pub fn optimizer_buffers(&self, net: Net) -> Result<[Vec<f32>; 3]> {
+        let s = &self.states[net as usize];
+        Ok([
+            buffers::read_all(&self.gpu, &s.grads)?,
+            buffers::read_all(&self.gpu, &s.exp_avg)?,
+            buffers::read_all(&self.gpu, &s.exp_avg_sq)?,
+        ])
+    }
+
+    /// A captured tensor (`capture.<pass>.layers.<i>` and friends; see [`graph`]).
+    pub fn captured(&self, name: &str) -> Result<Vec<f32>> {
+        anyhow::ensure!(self.capture, "this executor does not capture");
+        let buffer = self
+            .workspace
+            .get(&format!("capture.{name}"))
+            .with_context(|| format!("nothing captured as {name}"))?;
+        buffers::read_all(&self.gpu, buffer)
+    }
+
+    /// The schedule of a training step at `batch`: one line per dispatch.
+    pub fn schedule(&self, batch: usize) -> Result<Vec<String>> {
+        let plan = self
+            .plans
+            .get(&batch)
+            .with_context(|| format!("no plan for batch {batch}"))?;
+        Ok(plan
+            .dispatches()
+            .map(|d| format!("{:<90} workgroups {:?}", d.label, d.workgroups))
+            .collect())
+    }
+
+    /// Dispatches in one training step at `batch`.
+    pub fn dispatches_per_step(&self, batch: usize) -> usize {
+        self.plans.get(&batch).map_or(0, |p| p.dispatches().count())
+    }
+
+    /// Bytes of device memory held by the executor's buffers.
+    pub fn device_bytes(&self) -> u64 {
+        let states: u64 = self
+            .states
+            .iter()
+            .flat_map(|s| {
+                [
+                    &s.params,
+                    &s.grads,
+                    &s.exp_avg,
+                    &s.exp_avg_sq,
+                    &s.running,
+                    &s.hyper,
+                ]
+            })
+            .map(|b| b.size())
+            .sum();
+        let dataset: u64 = self
+            .dataset_buffers
+            .iter()
+            .flat_map(|(a, b, c)| [a.size(), b.size(), c.size()])
+            .sum();
+        let workspace: u64 = self.workspace.values().map(|b| b.size()).sum();
+        let staging: u64 = self.staging.iter().map(|s| s.buffer.size()).sum();
+        states + dataset + workspace + staging + self.metrics.size() + self.step_info.size()
+    }
+
+    /// Distinct pipelines compiled.
+    pub fn pipelines(&self) -> usize {
+        self.kernels.len()
+    }
+}
+
+/// A `state_dict` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
