@@ -55,7 +55,8 @@ pub enum Inputs {
 pub struct ExecutorConfig {
     pub generator: Network,
     pub discriminator: Network,
-    /// The largest batch a step will use (buffers are sized for it).
+    /// The largest batch a step will use (buffers are sized for it); 0 builds a
+    /// sampler with no training step.
     pub batch: usize,
     /// Other batch sizes to plan for (the last, smaller batch of an epoch).
     pub extra_batches: Vec<usize>,
@@ -274,8 +275,14 @@ impl Executor {
             graph::training_step(&mut l, real, noise)?;
             Ok(l.ops)
         };
-        let mut batches = vec![config.batch];
-        batches.extend(config.extra_batches.iter().filter(|&&b| b != config.batch));
+        // Batch 0: a sampler only (no training plans).
+        let mut batches: Vec<usize> = [config.batch]
+            .iter()
+            .chain(&config.extra_batches)
+            .copied()
+            .filter(|&b| b > 0)
+            .collect();
+        batches.dedup();
         let mut lowered = Vec::new();
         for &batch in &batches {
             lowered.push((batch, lower(batch)?));

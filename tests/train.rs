@@ -1,0 +1,212 @@
+//! `dcgan-wgpu train` end to end on the real MNIST subset: the run directory holds
+//! what the seed writes, checkpoints reload (into `sample`), losses are finite and move.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dcgan_wgpu::checkpoint;
+use dcgan_wgpu::executor::TensorData;
+
+const MNIST_5K: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist-5k");
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dcgan-wgpu"))
+}
+
+fn run(mut command: Command) -> (bool, String) {
+    let out = command.output().expect("run dcgan-wgpu");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn only_run_dir(out_dir: &Path) -> PathBuf {
+    let runs: Vec<_> = std::fs::read_dir(out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "one run directory: {runs:?}");
+    runs[0].clone()
+}
+
+#[test]
+fn train_writes_the_seed_outputs_and_checkpoints_reload() {
+    common::with_gpu(|_| {
+        let out = tempfile::tempdir().unwrap();
+        let mut command = binary();
+        command.args([
+            "train",
+            "--data-dir",
+            MNIST_5K,
+            "--batch-size",
+            "16",
+            "--max-steps",
+            "24",
+        ]);
+        command.args([
+            "--print-every",
+            "8",
+            "--feature-maps",
+            "16",
+            "--offline",
+            "--out-dir",
+        ]);
+        command.arg(out.path());
+        let (ok, text) = run(command);
+        assert!(ok, "train failed:\n{text}");
+        assert!(
+            text.contains("epoch 0 batch   16:"),
+            "progress lines:\n{text}"
+        );
+
+        let dir = only_run_dir(out.path());
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        assert_eq!(name.len(), 36, "run id is a UUID: {name}");
+        for image in [
+            "epoch0_batch0.png",
+            "epoch0_batch8.png",
+            "epoch0_batch16.png",
+        ] {
+            let grid = image::open(dir.join("images").join(image))
+                .expect(image)
+                .to_luma8();
+            assert_eq!(
+                (grid.width(), grid.height()),
+                (242, 242),
+                "8 x 8 grid of 28 x 28"
+            );
+        }
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["batch_size"], 16);
+        assert!(config["adapter"].as_str().unwrap().len() > 3);
+
+        // Every step logged; losses finite and moving.
+        let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+        let rows: Vec<Vec<f64>> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+            .collect();
+        assert_eq!(rows.len(), 24);
+        assert!(rows.iter().flatten().all(|v| v.is_finite()));
+        let loss_g: Vec<f64> = rows.iter().map(|r| r[7]).collect();
+        let spread = loss_g.iter().cloned().fold(f64::MIN, f64::max)
+            - loss_g.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(spread > 0.05, "generator loss does not move: {loss_g:?}");
+
+        // Checkpoints: PyTorch names, and `sample` reloads the generator.
+        let (tensors, _) = checkpoint::load(&dir.join("generator_0.safetensors")).unwrap();
+        let tracked = tensors
+            .iter()
+            .find(|t| t.name == "layers.1.num_batches_tracked")
+            .unwrap();
+        assert_eq!(tracked.data, TensorData::I64(vec![24]));
+        let (tensors, _) = checkpoint::load(&dir.join("discriminator_0.safetensors")).unwrap();
+        let tracked = tensors
+            .iter()
+            .find(|t| t.name == "layers.1.num_batches_tracked")
+            .unwrap();
+        assert_eq!(
+            tracked.data,
+            TensorData::I64(vec![72]),
+            "three D forwards per step"
+        );
+        assert_eq!(tensors.len(), 21, "D state_dict entries (PyTorch has 21)");
+
+        let grid = out.path().join("grid.png");
+        let raw = out.path().join("raw.safetensors");
+        let mut command = binary();
+        command.args(["sample", "--count", "9", "--generator"]);
+        command.arg(dir.join("generator_0.safetensors"));
+        command
+            .arg("--out")
+            .arg(&grid)
+            .arg("--raw-output")
+            .arg(&raw);
+        let (ok, text) = run(command);
+        assert!(ok, "sample failed:\n{text}");
+        let (images, _) = checkpoint::load(&raw).unwrap();
+        let TensorData::F32(values) = &images[0].data else {
+            panic!()
+        };
+        assert_eq!(images[0].shape, [9, 1, 28, 28]);
+        assert!(values.iter().all(|v| v.abs() <= 1.0), "tanh output");
+        let spread = values.iter().cloned().fold(f32::MIN, f32::max)
+            - values.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(spread > 0.01, "samples are not constant");
+    });
+}
+
+#[test]
+fn bad_input_gives_one_clear_line() {
+    let out = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["train", "--batch-size", "0"], "batch-size"),
+        (vec!["train", "--lr=-1"], "--lr must be a positive number"),
+        (vec!["train", "--beta1", "1.5"], "--beta1 must be in [0, 1)"),
+        (vec!["train", "--dataset", "cifar"], "cifar"),
+        (
+            vec!["sample", "--generator", "/nonexistent.safetensors"],
+            "could not read checkpoint",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut command = binary();
+        command
+            .args(&args)
+            .arg("--out-dir")
+            .arg(out.path())
+            .arg("--offline");
+        if args[0] == "sample" {
+            command = binary();
+            command.args(&args);
+        }
+        let (ok, text) = run(command);
+        assert!(!ok, "{args:?} should fail");
+        assert!(
+            text.contains(expected),
+            "{args:?}: expected `{expected}` in:\n{text}"
+        );
+    }
+    // Offline with no data: says where to put the files.
+    let mut command = binary();
+    command
+        .args(["train", "--offline", "--data-dir"])
+        .arg(out.path().join("empty"));
+    let (ok, text) = run(command);
+    assert!(!ok);
+    assert!(text.contains("train-images-idx3-ubyte"), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+}
+
+#[test]
+fn a_checkpoint_of_another_model_is_refused_clearly() {
+    common::with_gpu(|_| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.safetensors");
+        let tensor = dcgan_wgpu::executor::NamedTensor {
+            name: "layers.0.weight".into(),
+            shape: vec![64, 1, 4, 4],
+            data: TensorData::F32(vec![0.0; 1024]),
+        };
+        checkpoint::save(&path, &[tensor], Default::default()).unwrap();
+        let mut command = binary();
+        command
+            .args(["sample", "--generator"])
+            .arg(&path)
+            .arg("--out")
+            .arg(dir.path().join("x.png"));
+        let (ok, text) = run(command);
+        assert!(!ok);
+        assert!(
+            text.contains("not a dcgan-wgpu generator checkpoint"),
+            "{text}"
+        );
+    });
+}
