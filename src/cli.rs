@@ -34,6 +34,8 @@ pub enum Command {
     Train(TrainOptions),
     /// Draw a grid of samples from a generator checkpoint.
     Sample(SampleOptions),
+    /// Time full training steps on one or every adapter, with a per-kernel breakdown.
+    Bench(crate::bench::BenchOptions),
     /// List the GPU adapters wgpu finds.
     Adapters,
 }
@@ -65,6 +67,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(options) => train::train(&options, adapter.as_ref()).map(|_| ()),
         Command::Sample(options) => sample(&options, adapter.as_ref()),
+        Command::Bench(options) => crate::bench::bench(&options, adapter.as_ref()),
         Command::Adapters => list_adapters(),
     }
 }

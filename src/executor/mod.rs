@@ -497,24 +497,10 @@ impl Executor {
             .plans
             .get(&batch)
             .with_context(|| format!("no plan for batch size {batch}"))?;
-        let info = StepInfo {
-            step: self.steps_done as u32,
-            batch_start: batch_start as u32,
-            metrics_slot: (self.steps_done % METRICS_RING as u64) as u32,
-            unused: 0,
-        };
-        let queue = &self.gpu.queue;
-        queue.write_buffer(&self.step_info, 0, bytemuck::bytes_of(&info));
-        let t = u32::try_from(self.steps_done + 1).context("step count overflow")?;
-        for state in &self.states {
-            let hyper = Hyper::at_step(&self.optimizer, t);
-            queue.write_buffer(&state.hyper, 0, bytemuck::bytes_of(&hyper));
-        }
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         plan.record(&mut encoder);
-        self.steps_done += 1;
-        self.states[0].batches_tracked += 1;
-        self.states[1].batches_tracked += 3;
+        self.write_step_uniforms(batch_start);
+        self.advance_counters();
         let due = self.steps_done - self.unrequested >= (METRICS_RING / 2) as u64;
         let staging = if read_metrics || due {
             self.request_metrics(&mut encoder)?
@@ -526,6 +512,29 @@ impl Executor {
             self.map_staging(index);
         }
         Ok(())
+    }
+
+    /// The step's counter, batch offset, metrics slot and AdamW scalars, written
+    /// before its submission (the queue orders the writes before the commands).
+    fn write_step_uniforms(&self, batch_start: usize) {
+        let info = StepInfo {
+            step: self.steps_done as u32,
+            batch_start: batch_start as u32,
+            metrics_slot: (self.steps_done % METRICS_RING as u64) as u32,
+            unused: 0,
+        };
+        let queue = &self.gpu.queue;
+        queue.write_buffer(&self.step_info, 0, bytemuck::bytes_of(&info));
+        let hyper = Hyper::at_step(&self.optimizer, self.steps_done as u32 + 1);
+        for state in &self.states {
+            queue.write_buffer(&state.hyper, 0, bytemuck::bytes_of(&hyper));
+        }
+    }
+
+    fn advance_counters(&mut self) {
+        self.steps_done += 1;
+        self.states[0].batches_tracked += 1;
+        self.states[1].batches_tracked += 3;
     }
 
     /// Copy the ring slots of steps not yet requested into a free staging buffer.
@@ -828,6 +837,65 @@ impl Executor {
         Ok(plan
             .dispatches()
             .map(|d| format!("{:<90} workgroups {:?}", d.label, d.workgroups))
+            .collect())
+    }
+
+    /// Run one training step with every dispatch in its own timed pass, and return
+    /// each dispatch's label and GPU time in seconds (needs timestamp queries).
+    /// Metrics of the step are not read; the step counts like any other.
+    pub fn profile_step(&mut self, batch: usize, batch_start: usize) -> Result<Vec<(String, f64)>> {
+        anyhow::ensure!(self.gpu.timestamps, "this adapter has no timestamp queries");
+        let plan = self
+            .plans
+            .get(&batch)
+            .with_context(|| format!("no plan for batch size {batch}"))?;
+        let dispatches: Vec<&Dispatch> = plan.dispatches().collect();
+        let count = (2 * dispatches.len()) as u32;
+        anyhow::ensure!(
+            count <= wgpu::QUERY_SET_MAX_QUERIES,
+            "too many dispatches to time"
+        );
+        let device = &self.gpu.device;
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.write_step_uniforms(batch_start);
+        let mut encoder = device.create_command_encoder(&Default::default());
+        for (i, dispatch) in dispatches.iter().enumerate() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&dispatch.label),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            dispatch.record(&mut pass);
+        }
+        encoder.resolve_query_set(&queries, 0..count, &resolve, 0);
+        let labels: Vec<String> = dispatches.iter().map(|d| d.label.clone()).collect();
+        self.gpu.queue.submit([encoder.finish()]);
+        self.advance_counters();
+        self.unrequested = self.steps_done;
+        let ticks: Vec<u64> = buffers::read(&self.gpu, &resolve, 0, count as usize)?;
+        let period = f64::from(self.gpu.queue.get_timestamp_period()) * 1e-9;
+        Ok(labels
+            .into_iter()
+            .enumerate()
+            .map(|(i, label)| {
+                (
+                    label,
+                    ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period,
+                )
+            })
             .collect())
     }
 
