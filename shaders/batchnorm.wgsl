@@ -1,4 +1,4 @@
-// BatchNorm2d over NCHW, split so that its cheap per-element work fuses into the
+// BatchNorm2d over NHWC, split so that its cheap per-element work fuses into the
 // neighbouring convolutions:
 //   train_stats      batch mean and biased variance per channel (one workgroup each),
 //                    the running-statistics update (unbiased variance), and the
@@ -12,7 +12,7 @@
 // The forms follow PyTorch's CPU kernels (output = x * alpha + beta, and the
 // backward above) so the two agree to rounding.
 //
-// Constants (generated): CHANNELS, PLANE (= H * W), COUNT (= batch * PLANE),
+// Constants (generated): CHANNELS, COUNT (= batch * H * W, values per channel),
 // REDUCE_LANES, EPS, MOMENTUM, ACCUMULATE (add parameter gradients to what is there),
 // and the activation glue bn_activation(x) / bn_activation_backward(x, dy).
 
@@ -41,13 +41,13 @@ fn stat(field: u32, c: u32) -> f32 {
     return stats[field * CHANNELS + c];
 }
 
-// Index of the i-th element of channel c.
+// Index of the i-th element of channel c (channels are innermost).
 fn element(c: u32, i: u32) -> u32 {
-    return ((i / PLANE) * CHANNELS + c) * PLANE + i % PLANE;
+    return i * CHANNELS + c;
 }
 
 fn channel_of(index: u32) -> u32 {
-    return (index / PLANE) % CHANNELS;
+    return index % CHANNELS;
 }
 
 fn linear_index(workgroup: vec3<u32>, workgroups: vec3<u32>, lane: u32, lanes: u32) -> u32 {

@@ -1,5 +1,6 @@
-// Bias gradients of Conv2d, ConvTranspose2d and Linear: the gradient summed over the
-// batch and the spatial positions of each channel, one workgroup per channel.
+// Bias gradients of Conv2d, ConvTranspose2d and Linear: the gradient (NHWC, or
+// [batch, features]) summed over the batch and the spatial positions of each channel,
+// one workgroup per channel.
 // Constants (generated): BATCH, CHANNELS, PLANE (1 for Linear), REDUCE_LANES,
 // ACCUMULATE (add to what the gradient buffer holds).
 
@@ -16,7 +17,7 @@ fn channel_sum(
     let in_range = c < CHANNELS;
     var sum = 0.0;
     for (var i = lane; in_range && i < BATCH * PLANE; i += REDUCE_LANES) {
-        sum += dy[((i / PLANE) * CHANNELS + c) * PLANE + i % PLANE];
+        sum += dy[i * CHANNELS + c];
     }
     let total = workgroup_sum(lane, sum);
     if lane == 0u && in_range {

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Ctx, abs, assert_bits_equal, assert_within, random, sum_bound, with_gpu};
+use common::{
+    Ctx, abs, assert_bits_equal, assert_within, random, sum_bound, to_nchw, to_nhwc, with_gpu,
+};
 use dcgan_wgpu::buffers;
 use dcgan_wgpu::kernels::activation::{self, ActivationPass};
 use dcgan_wgpu::kernels::adamw::{self, Hyper};
@@ -139,7 +141,8 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
     let s = case.s;
     let n = s.per_channel();
     let what = format!("{s:?} {activation:?}");
-    let x = ctx.upload(&case.x);
+    let (c, h, w) = (s.channels, s.height, s.width);
+    let x = ctx.upload(&to_nhwc(&case.x, c, h, w));
     let affine = ctx.upload(&case.affine());
     let running = ctx.upload(&case.running);
     let stats = ctx.zeros(batchnorm::stats_len(s.channels));
@@ -173,9 +176,12 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
     let want = reference::activation::forward(activation, &normalised);
     // Sums over n values in f32 (mean and variance), then a few operations more.
     let scale = |v: f32| sum_bound(n, 4.0 * v.abs().max(1.0));
-    assert_within(&format!("{what} forward"), &ctx.read(&y), &want, |i| {
-        scale(want[i])
-    });
+    assert_within(
+        &format!("{what} forward"),
+        &to_nchw(&ctx.read(&y), c, h, w),
+        &want,
+        |i| scale(want[i]),
+    );
     let running_now = ctx.read(&running);
     let want_running = [mean, var].concat();
     assert_within(
@@ -187,7 +193,7 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
 
     // Backward: the gradient arrives at the activation output.
     let dy = random(s.len(), 99, 1.0);
-    let grad = ctx.upload(&dy);
+    let grad = ctx.upload(&to_nhwc(&dy, c, h, w));
     let affine_grad = ctx.upload(&vec![0.25; 2 * s.channels]);
     ctx.run(
         &batchnorm::launch(&s, activation, BatchNormPass::BackwardReduce, true),
@@ -210,9 +216,12 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
     let dnormalised = reference::activation::backward(activation, &normalised, &dy);
     let want = reference::batchnorm::backward(&s, &case.x, &case.gamma, &saved, &dnormalised);
     let magnitude = abs(&dnormalised).iter().sum::<f32>() / n as f32;
-    assert_within(&format!("{what} dx"), &ctx.read(&grad), &want.dx, |_| {
-        sum_bound(n, 8.0 * magnitude.max(1.0))
-    });
+    assert_within(
+        &format!("{what} dx"),
+        &to_nchw(&ctx.read(&grad), c, h, w),
+        &want.dx,
+        |_| sum_bound(n, 8.0 * magnitude.max(1.0)),
+    );
     let want_affine: Vec<f32> = [want.dgamma, want.dbeta]
         .concat()
         .iter()
@@ -232,7 +241,8 @@ fn batchnorm_eval_forward_matches_reference() {
         let s = bn_shapes()[2];
         let case = BatchNormCase::new(s, 5);
         let activation = Activation::Relu;
-        let x = ctx.upload(&case.x);
+        let (c, h, w) = (s.channels, s.height, s.width);
+        let x = ctx.upload(&to_nhwc(&case.x, c, h, w));
         let affine = ctx.upload(&case.affine());
         let running = ctx.upload(&case.running);
         let stats = ctx.zeros(batchnorm::stats_len(s.channels));
@@ -254,7 +264,8 @@ fn batchnorm_eval_forward_matches_reference() {
         let normalised =
             reference::batchnorm::forward_eval(&s, &case.x, &case.gamma, &case.beta, mean, var);
         let want = reference::activation::forward(activation, &normalised);
-        assert_within("eval forward", &ctx.read(&y), &want, |i| ulps(8.0, want[i]));
+        let got = to_nchw(&ctx.read(&y), c, h, w);
+        assert_within("eval forward", &got, &want, |i| ulps(8.0, want[i]));
         assert_eq!(
             ctx.read(&running),
             case.running,
@@ -268,7 +279,8 @@ fn bias_gradient_is_the_channel_sum() {
     with_gpu(|ctx| {
         for (batch, channels, plane) in [(3, 5, 49), (128, 1, 1), (2, 64, 1024)] {
             let dy = random(batch * channels * plane, 3, 1.0);
-            let (dyb, out) = (ctx.upload(&dy), ctx.upload(&vec![1.0; channels]));
+            let nhwc = to_nhwc(&dy, channels, plane, 1);
+            let (dyb, out) = (ctx.upload(&nhwc), ctx.upload(&vec![1.0; channels]));
             ctx.run(
                 &bias::channel_sum(batch, channels, plane, true),
                 &[("dy", &dyb), ("dbias", &out)],

@@ -238,8 +238,18 @@ const PASSES: [(&str, Net, usize); 4] = [
 fn check_forward(report: &mut Report, ex: &Executor, fixture: &Fixture, tol: f32, storage: f32) {
     for (pass, _, layers) in PASSES {
         for i in 0..layers {
-            let got = ex.captured(&format!("{pass}.layers.{i}")).unwrap();
-            let want = fixture.f32(&format!("step1.{pass}.layers.{i}.out"));
+            let name = format!("step1.{pass}.layers.{i}.out");
+            let want = fixture.f32(&name);
+            // The executor keeps activations NHWC.
+            let got = match fixture.shape(&name)[..] {
+                [_, c, h, w] => common::to_nchw(
+                    &ex.captured(&format!("{pass}.layers.{i}")).unwrap()[..want.len()],
+                    c,
+                    h,
+                    w,
+                ),
+                _ => ex.captured(&format!("{pass}.layers.{i}")).unwrap(),
+            };
             let worst = compare(
                 &format!("{pass} layer {i}"),
                 &got[..want.len()],

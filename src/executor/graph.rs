@@ -6,6 +6,11 @@
 //! next convolution's operand loads, so only raw convolution outputs are stored
 //! (half the activation memory of storing both). Backward walks the nodes in reverse.
 //!
+//! Activations are NHWC (channels innermost, so convolutions load four channels at a
+//! time); images, noise and logits have one channel or one pixel, where NHWC and
+//! PyTorch's NCHW coincide. Convolution weights stay in PyTorch's layout for AdamW and
+//! checkpoints, and are repacked for the convolutions after every optimizer step.
+//!
 //! Lowering produces [`Op`]s that name buffers symbolically ([`Buf`]); the executor
 //! sizes the workspace from all plans at once and then binds them.
 
@@ -13,8 +18,8 @@ use anyhow::{Result, bail};
 
 use crate::kernels::activation::{self, ActivationPass};
 use crate::kernels::batchnorm::{self, BatchNormPass};
-use crate::kernels::conv::{self, ConvFusion, ConvPass};
-use crate::kernels::gemm::{Epilogue, Prologue, Tiling};
+use crate::kernels::conv::{self, ConvFusion, ConvPass, WeightLayout};
+use crate::kernels::gemm::{Epilogue, Form, Prologue, Tiling};
 use crate::kernels::linear::{self, LinearPass};
 use crate::kernels::loss::{self, MetricSlots};
 use crate::kernels::{Launch, bias, data, noise};
@@ -178,8 +183,8 @@ pub enum WeightGrads {
     Skip,
 }
 
-/// Picks a tiling for a matrix product of the given size.
-pub type TilingPolicy<'a> = &'a dyn Fn(usize, usize, usize) -> Tiling;
+/// Picks a tiling for a matrix product of the given size (m, n, k) and form.
+pub type TilingPolicy<'a> = &'a dyn Fn(usize, usize, usize, Form) -> Tiling;
 
 /// Lowers passes of two networks into a list of ops, for one batch size.
 pub struct Lowering<'a> {
@@ -227,6 +232,41 @@ impl<'a> Lowering<'a> {
         }
     }
 
+    /// Layer `layer`'s weights packed for `layout` (see [`Lowering::pack_weights`]).
+    fn packed(&self, net: Net, layer: usize, layout: WeightLayout, len: usize) -> Tensor {
+        let which = match layout {
+            WeightLayout::CoarseMajor => "coarse",
+            WeightLayout::FineMajor => "fine",
+        };
+        Tensor::work(format!("{}.w{layer}.{which}", net.prefix()), len)
+    }
+
+    /// The weights a convolution pass binds as `w`.
+    fn conv_weights(&self, net: Net, layer: usize, shape: &ConvShape, pass: ConvPass) -> Tensor {
+        let layout = conv::weight_layout(shape, pass).expect("a pass that reads weights");
+        self.packed(net, layer, layout, shape.weight_len())
+    }
+
+    /// Repack every convolution weight of `net` into the layouts its passes read;
+    /// needed whenever the weights change (each optimizer step, a loaded checkpoint).
+    pub fn pack_weights(&mut self, net: Net) {
+        let network = self.network(net);
+        for (i, layer) in network.layers.iter().enumerate() {
+            if !matches!(layer, Layer::Conv { .. }) {
+                continue;
+            }
+            let shape = network.conv_shape(layer, 1, network.input_of(i));
+            let canonical = self.param(net, &format!("layers.{i}.weight"), shape.weight_len());
+            for layout in [WeightLayout::CoarseMajor, WeightLayout::FineMajor] {
+                let packed = self.packed(net, i, layout, shape.weight_len());
+                self.kernel(
+                    conv::pack(&shape, layout),
+                    vec![("w", canonical.clone()), ("packed", packed)],
+                );
+            }
+        }
+    }
+
     fn grad(&self, net: Net, name: &str, len: usize) -> Tensor {
         Tensor {
             buf: Buf::Grads(net),
@@ -241,6 +281,15 @@ impl<'a> Lowering<'a> {
             offset: slot.offset,
             len: 2 * channels,
         }
+    }
+
+    fn conv_tiling(&self, shape: &ConvShape, pass: ConvPass) -> Tiling {
+        let (m, n, k, _) = conv::gemm_dims(shape, pass);
+        (self.tiling)(m, n, k, conv::form(shape, pass))
+    }
+
+    fn linear_tiling(&self, m: usize, n: usize, k: usize) -> Tiling {
+        (self.tiling)(m, n, k, Form::Dot { width: 1 })
     }
 
     fn capture(&mut self, pass: &str, layer: usize, from: Tensor) {
@@ -348,7 +397,7 @@ impl<'a> Lowering<'a> {
                         None => Activation::Identity,
                     };
                     let output = self.work(net, "out", i, extent.per_image());
-                    let weight = self.param(net, &format!("layers.{i}.weight"), shape.weight_len());
+                    let weight = self.conv_weights(net, i, &shape, ConvPass::Forward);
                     let mut bindings = vec![
                         ("x", value.tensor.clone()),
                         ("w", weight.clone()),
@@ -371,8 +420,7 @@ impl<'a> Lowering<'a> {
                             accumulate: false,
                         },
                     };
-                    let (m, n, k, _) = conv::gemm_dims(&shape, ConvPass::Forward);
-                    let tiling = (self.tiling)(m, n, k);
+                    let tiling = self.conv_tiling(&shape, ConvPass::Forward);
                     if self.capture && activation != Activation::Identity {
                         // The raw convolution output, which the fused store never keeps.
                         let raw = Tensor::work(format!("capture.{pass}.layers.{i}"), output.len);
@@ -472,6 +520,14 @@ impl<'a> Lowering<'a> {
                 }
                 Layer::Flatten => {
                     value = self.materialise(net, value, i);
+                    let e = value.extent;
+                    if e.channels > 1 && e.height * e.width > 1 {
+                        bail!(
+                            "{}: layer {i} flattens {e:?}; the executor keeps activations NHWC, whose \
+                             flattened order differs from PyTorch's for several channels and pixels",
+                            network.name
+                        );
+                    }
                     value.extent = extent;
                     self.capture(pass, i, value.tensor.clone());
                 }
@@ -501,7 +557,8 @@ impl<'a> Lowering<'a> {
                         bias,
                         ..Epilogue::default()
                     };
-                    let tiling = (self.tiling)(shape.batch, shape.out_features, shape.in_features);
+                    let tiling =
+                        self.linear_tiling(shape.batch, shape.out_features, shape.in_features);
                     self.kernel(
                         linear::launch(&shape, LinearPass::Forward, epilogue, tiling),
                         bindings,
@@ -690,9 +747,9 @@ impl<'a> Lowering<'a> {
             if let Some(p) = &input.pending {
                 bindings.push(("bn", p.stats.clone()));
             }
-            let (m, n, k, _) = conv::gemm_dims(shape, ConvPass::WeightGrad);
+            let tiling = self.conv_tiling(shape, ConvPass::WeightGrad);
             self.kernel(
-                conv::launch(shape, ConvPass::WeightGrad, fusion, (self.tiling)(m, n, k)),
+                conv::launch(shape, ConvPass::WeightGrad, fusion, tiling),
                 bindings,
             );
             if has_bias {
@@ -713,19 +770,14 @@ impl<'a> Lowering<'a> {
             return None;
         }
         let dx = Tensor::work(format!("{}.dx{layer}", net.prefix()), shape.input_len());
-        let (m, n, k, _) = conv::gemm_dims(shape, ConvPass::InputGrad);
+        let tiling = self.conv_tiling(shape, ConvPass::InputGrad);
         self.kernel(
-            conv::launch(
-                shape,
-                ConvPass::InputGrad,
-                ConvFusion::default(),
-                (self.tiling)(m, n, k),
-            ),
+            conv::launch(shape, ConvPass::InputGrad, ConvFusion::default(), tiling),
             vec![
                 ("dy", d_pre),
                 (
                     "w",
-                    self.param(net, &format!("layers.{layer}.weight"), shape.weight_len()),
+                    self.conv_weights(net, layer, shape, ConvPass::InputGrad),
                 ),
                 ("dx", dx.clone()),
             ],
@@ -798,7 +850,7 @@ impl<'a> Lowering<'a> {
                 accumulate,
                 ..Epilogue::default()
             };
-            let tiling = (self.tiling)(shape.out_features, shape.in_features, shape.batch);
+            let tiling = self.linear_tiling(shape.out_features, shape.in_features, shape.batch);
             self.kernel(
                 linear::launch(shape, LinearPass::WeightGrad, epilogue, tiling),
                 vec![
@@ -834,7 +886,7 @@ impl<'a> Lowering<'a> {
             format!("{}.dx{layer}", net.prefix()),
             shape.batch * shape.in_features,
         );
-        let tiling = (self.tiling)(shape.batch, shape.in_features, shape.out_features);
+        let tiling = self.linear_tiling(shape.batch, shape.in_features, shape.out_features);
         self.kernel(
             linear::launch(shape, LinearPass::InputGrad, Epilogue::default(), tiling),
             vec![
@@ -888,6 +940,8 @@ impl Forward {
 /// D on real; G forward; D on the detached fake; D update; D on the fake (updated D)
 /// for G's loss; G backward; G update.
 pub fn training_step(l: &mut Lowering, real: Tensor, noise: Tensor) -> Result<()> {
+    l.pack_weights(Net::Discriminator);
+    l.pack_weights(Net::Generator);
     let d_real = l.forward(Net::Discriminator, real, true, "D_real")?;
     l.capture_buffer(
         "D_real.running",
@@ -909,6 +963,7 @@ pub fn training_step(l: &mut Lowering, real: Tensor, noise: Tensor) -> Result<()
     let grad = l.loss(&d_fake, 0.0, metric::LOSS_D_FAKE, metric::D_G_Z1);
     l.backward(&d_fake, grad, WeightGrads::Accumulate, false);
     l.optimizer_step(Net::Discriminator);
+    l.pack_weights(Net::Discriminator);
 
     let d_for_g = l.forward(Net::Discriminator, fake, true, "D_fake_for_G")?;
     l.capture_buffer(

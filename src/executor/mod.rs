@@ -18,7 +18,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::buffers;
 use crate::device::Gpu;
 use crate::kernels::adamw::Hyper;
-use crate::kernels::gemm::Tiling;
+use crate::kernels::gemm::{Form, Tiling};
 use crate::kernels::{Dispatch, Kernels, View, data};
 use crate::model::{Layout, Network, TensorKind};
 use crate::shapes::AdamW;
@@ -207,29 +207,33 @@ pub struct Executor {
     images: usize,
 }
 
-/// The tiling used for a matrix product on this adapter until autotuning picks one.
-pub fn default_tiling(gpu: &Gpu) -> impl Fn(usize, usize, usize) -> Tiling + use<> {
+/// The tiling used for a matrix product on this adapter until autotuning picks one:
+/// the largest subgroup tile the columns fill, else plain register tiles.
+pub fn default_tiling(gpu: &Gpu) -> impl Fn(usize, usize, usize, Form) -> Tiling + use<> {
     let subgroup = gpu.subgroup_size;
-    move |_m, n, _k| match subgroup {
-        Some(lanes) if n >= 4 * lanes as usize => Tiling {
-            lanes,
-            rows_per_lane: 8,
-            tile_cols: 4 * lanes,
-            subgroup: true,
-        },
-        Some(lanes) if n >= 2 * lanes as usize => Tiling {
-            lanes,
-            rows_per_lane: 8,
-            tile_cols: 2 * lanes,
-            subgroup: true,
-        },
-        _ if n >= 4 => Tiling::PORTABLE,
-        _ => Tiling {
-            lanes: 64,
-            rows_per_lane: 4,
-            tile_cols: 1,
-            subgroup: false,
-        },
+    move |_m, n, _k, form| {
+        let candidates = subgroup
+            .into_iter()
+            .flat_map(|lanes| {
+                [4, 2, 1].map(|f| Tiling {
+                    lanes,
+                    rows_per_lane: 8,
+                    tile_cols: f * lanes * 4,
+                    subgroup: true,
+                })
+            })
+            .filter(|t| t.tile_cols as usize <= n.next_multiple_of(4));
+        let portable = [
+            Tiling::PORTABLE,
+            Tiling {
+                tile_cols: 1,
+                ..Tiling::PORTABLE
+            },
+        ];
+        candidates
+            .chain(portable)
+            .find(|t| t.fits(form) && (t.tile_cols as usize <= n || t.tile_cols == 1))
+            .unwrap_or(Tiling::NARROW)
     }
 }
 
@@ -302,6 +306,7 @@ impl Executor {
                 "sample.noise",
                 config.samples * states[0].network.input.per_image(),
             );
+            l.pack_weights(Net::Generator);
             let forward = l.forward(Net::Generator, noise, false, "sample")?;
             (l.ops, forward.output())
         };

@@ -1,4 +1,4 @@
-//! BatchNorm2d kernels (`shaders/batchnorm.wgsl`).
+//! BatchNorm2d kernels (`shaders/batchnorm.wgsl`) on NHWC tensors.
 //!
 //! Roles: `x` (the raw input), `affine` ([gamma | beta]), `running`
 //! ([running_mean | running_var]), `stats` (6 x channels: scale, shift, mean, invstd,
@@ -44,7 +44,6 @@ pub fn launch(
     );
     let generated = super::u32_constants(&[
         ("CHANNELS", s.channels),
-        ("PLANE", s.height * s.width),
         ("COUNT", s.per_channel()),
         ("REDUCE_LANES", REDUCE_LANES),
     ]) + &super::f32_constant("EPS", BN_EPS)

@@ -2,7 +2,7 @@
 
 use super::activation::{self, ActivationPass};
 use super::batchnorm::{self, BatchNormPass};
-use super::conv::{self, ConvFusion, ConvPass};
+use super::conv::{self, ConvFusion, ConvPass, WeightLayout};
 use super::gemm::{Epilogue, Prologue, Tiling};
 use super::linear::{self, LinearPass};
 use super::loss::{self, MetricSlots};
@@ -17,8 +17,8 @@ const ACTIVATIONS: [Activation; 5] = [
     Activation::Sigmoid,
 ];
 
-/// Tilings every GEMM-based kernel must compile under.
-pub const TILINGS: [Tiling; 4] = [
+/// Tilings the GEMM-based kernels must compile under (where the form fits).
+pub const TILINGS: [Tiling; 5] = [
     Tiling::PORTABLE,
     Tiling::NARROW,
     Tiling {
@@ -28,9 +28,15 @@ pub const TILINGS: [Tiling; 4] = [
         subgroup: true,
     },
     Tiling {
-        lanes: 32,
-        rows_per_lane: 2,
+        lanes: 8,
+        rows_per_lane: 8,
         tile_cols: 32,
+        subgroup: true,
+    },
+    Tiling {
+        lanes: 32,
+        rows_per_lane: 4,
+        tile_cols: 128,
         subgroup: true,
     },
 ];
@@ -38,44 +44,45 @@ pub const TILINGS: [Tiling; 4] = [
 /// Every kernel entry point with every fusion option, at small shapes.
 pub fn every_kernel() -> Vec<Launch> {
     let mut all = Vec::new();
-    let conv = ConvShape {
-        batch: 2,
-        in_channels: 3,
-        out_channels: 4,
-        in_h: 7,
-        in_w: 5,
-        kernel: 4,
-        stride: 2,
-        padding: 1,
-        transposed: false,
-    };
-    let prologue = Prologue {
-        channels: 3,
-        activation: Activation::LeakyRelu(0.2),
-    };
-    for transposed in [false, true] {
-        let s = ConvShape { transposed, ..conv };
-        for tiling in TILINGS {
+    // Channel counts of 4 and 8 take the vector loads, 3 and 5 the scalar ones.
+    for (in_channels, out_channels) in [(4, 8), (3, 5)] {
+        let conv = ConvShape {
+            batch: 2,
+            in_channels,
+            out_channels,
+            in_h: 7,
+            in_w: 5,
+            kernel: 4,
+            stride: 2,
+            padding: 1,
+            transposed: false,
+        };
+        let prologue = Prologue {
+            channels: in_channels,
+            activation: Activation::LeakyRelu(0.2),
+        };
+        for transposed in [false, true] {
+            let s = ConvShape { transposed, ..conv };
+            all.push(conv::pack(&s, WeightLayout::CoarseMajor));
+            all.push(conv::pack(&s, WeightLayout::FineMajor));
             for pass in [ConvPass::Forward, ConvPass::InputGrad, ConvPass::WeightGrad] {
-                all.push(conv::launch(&s, pass, ConvFusion::default(), tiling));
+                let form = conv::form(&s, pass);
+                for tiling in TILINGS.into_iter().filter(|t| t.fits(form)) {
+                    all.push(conv::launch(&s, pass, ConvFusion::default(), tiling));
+                    let epilogue = Epilogue {
+                        bias: pass == ConvPass::Forward,
+                        activation: Activation::Tanh,
+                        accumulate: pass == ConvPass::WeightGrad,
+                    };
+                    let prologue = (pass != ConvPass::InputGrad).then_some(prologue);
+                    all.push(conv::launch(
+                        &s,
+                        pass,
+                        ConvFusion { prologue, epilogue },
+                        tiling,
+                    ));
+                }
             }
-            let fused = ConvFusion {
-                prologue: Some(prologue),
-                epilogue: Epilogue {
-                    bias: true,
-                    activation: Activation::Tanh,
-                    accumulate: false,
-                },
-            };
-            all.push(conv::launch(&s, ConvPass::Forward, fused, tiling));
-            let accumulate = ConvFusion {
-                prologue: Some(prologue),
-                epilogue: Epilogue {
-                    accumulate: true,
-                    ..Epilogue::default()
-                },
-            };
-            all.push(conv::launch(&s, ConvPass::WeightGrad, accumulate, tiling));
         }
     }
     let lin = LinearShape {

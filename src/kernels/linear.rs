@@ -4,7 +4,7 @@
 //! weight gradient `dy`, `x`, `dw`. The bias gradient is [`super::bias::channel_sum`]
 //! with a plane of 1.
 
-use super::gemm::{self, Epilogue, GemmSpec, Tiling};
+use super::gemm::{self, Epilogue, Form, GemmSpec, Tiling};
 use super::{Launch, Program, sources};
 use crate::shapes::LinearShape;
 
@@ -44,7 +44,7 @@ pub fn launch(s: &LinearShape, pass: LinearPass, epilogue: Epilogue, tiling: Til
         m,
         n,
         k,
-        groups: 1,
+        form: Form::Dot { width: 1 },
         prologue_a: None,
         prologue_b: None,
         epilogue,

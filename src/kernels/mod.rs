@@ -32,6 +32,7 @@ pub mod sources {
     pub const BATCHNORM: &str = include_str!("../../shaders/batchnorm.wgsl");
     pub const BIAS: &str = include_str!("../../shaders/bias.wgsl");
     pub const CONV: &str = include_str!("../../shaders/conv.wgsl");
+    pub const CONV_PACK: &str = include_str!("../../shaders/conv_pack.wgsl");
     pub const DATA: &str = include_str!("../../shaders/data.wgsl");
     pub const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
     pub const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
@@ -42,12 +43,13 @@ pub mod sources {
     pub const STEP: &str = include_str!("../../shaders/step.wgsl");
 
     /// Every file with its name, for validation and listings.
-    pub const ALL: [(&str, &str); 13] = [
+    pub const ALL: [(&str, &str); 14] = [
         ("activation.wgsl", ACTIVATION),
         ("adamw.wgsl", ADAMW),
         ("batchnorm.wgsl", BATCHNORM),
         ("bias.wgsl", BIAS),
         ("conv.wgsl", CONV),
+        ("conv_pack.wgsl", CONV_PACK),
         ("data.wgsl", DATA),
         ("elementwise.wgsl", ELEMENTWISE),
         ("gemm.wgsl", GEMM),

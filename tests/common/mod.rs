@@ -43,7 +43,7 @@ impl Ctx {
             all.push(Tiling {
                 lanes,
                 rows_per_lane: 4,
-                tile_cols: 2 * lanes,
+                tile_cols: 4 * lanes,
                 subgroup: true,
             });
         }
@@ -142,4 +142,28 @@ pub fn assert_bits_equal(what: &str, a: &[f32], b: &[f32]) {
         differing, 0,
         "{what}: {differing} values differ between runs"
     );
+}
+
+/// NCHW data in NHWC order (the GPU's activation layout).
+pub fn to_nhwc(data: &[f32], channels: usize, height: usize, width: usize) -> Vec<f32> {
+    let plane = height * width;
+    let image = channels * plane;
+    let mut out = vec![0.0; data.len()];
+    for (i, value) in data.iter().enumerate() {
+        let (b, c, p) = (i / image, (i / plane) % channels, i % plane);
+        out[(b * plane + p) * channels + c] = *value;
+    }
+    out
+}
+
+/// NHWC data in NCHW order (PyTorch's layout).
+pub fn to_nchw(data: &[f32], channels: usize, height: usize, width: usize) -> Vec<f32> {
+    let plane = height * width;
+    let image = channels * plane;
+    let mut out = vec![0.0; data.len()];
+    for (i, value) in out.iter_mut().enumerate() {
+        let (b, c, p) = (i / image, (i / plane) % channels, i % plane);
+        *value = data[(b * plane + p) * channels + c];
+    }
+    out
 }
