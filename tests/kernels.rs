@@ -146,15 +146,20 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
     let affine = ctx.upload(&case.affine());
     let running = ctx.upload(&case.running);
     let stats = ctx.zeros(batchnorm::stats_len(s.channels));
+    let partials = ctx.zeros(batchnorm::partials_len(&s));
     let y = ctx.zeros(s.len());
     let launch = |pass| batchnorm::launch(&s, activation, pass, false);
     ctx.run(
-        &launch(BatchNormPass::TrainStats),
+        &launch(BatchNormPass::TrainPartials),
+        &[("x", &x), ("partials", &partials)],
+    );
+    ctx.run(
+        &launch(BatchNormPass::TrainCombine),
         &[
-            ("x", &x),
             ("affine", &affine),
             ("running", &running),
             ("stats", &stats),
+            ("partials", &partials),
         ],
     );
     ctx.run(
@@ -196,12 +201,20 @@ fn check_batchnorm(ctx: &mut Ctx, case: &BatchNormCase, activation: Activation) 
     let grad = ctx.upload(&to_nhwc(&dy, c, h, w));
     let affine_grad = ctx.upload(&vec![0.25; 2 * s.channels]);
     ctx.run(
-        &batchnorm::launch(&s, activation, BatchNormPass::BackwardReduce, true),
+        &launch(BatchNormPass::BackwardPartials),
         &[
             ("x", &x),
             ("stats", &stats),
             ("grad", &grad),
+            ("partials", &partials),
+        ],
+    );
+    ctx.run(
+        &batchnorm::launch(&s, activation, BatchNormPass::BackwardCombine, true),
+        &[
+            ("stats", &stats),
             ("affine_grad", &affine_grad),
+            ("partials", &partials),
         ],
     );
     ctx.run(

@@ -283,6 +283,14 @@ impl<'a> Lowering<'a> {
         }
     }
 
+    /// Scratch for a BatchNorm's per-chunk sums (shared by its forward and backward).
+    fn bn_partials(&self, net: Net, layer: usize, shape: &BatchNormShape) -> Tensor {
+        Tensor::work(
+            format!("{}.partials{layer}", net.prefix()),
+            batchnorm::partials_len(shape),
+        )
+    }
+
     fn conv_tiling(&self, shape: &ConvShape, pass: ConvPass) -> Tiling {
         let (m, n, k, _) = conv::gemm_dims(shape, pass);
         (self.tiling)(m, n, k, conv::form(shape, pass))
@@ -473,13 +481,28 @@ impl<'a> Lowering<'a> {
                     let running = self.running(net, i, channels);
                     let activation = next_activation.unwrap_or(Activation::Identity);
                     if train {
+                        let partials = self.bn_partials(net, i, &shape);
                         self.kernel(
-                            batchnorm::launch(&shape, activation, BatchNormPass::TrainStats, false),
+                            batchnorm::launch(
+                                &shape,
+                                activation,
+                                BatchNormPass::TrainPartials,
+                                false,
+                            ),
+                            vec![("x", value.tensor.clone()), ("partials", partials.clone())],
+                        );
+                        self.kernel(
+                            batchnorm::launch(
+                                &shape,
+                                activation,
+                                BatchNormPass::TrainCombine,
+                                false,
+                            ),
                             vec![
-                                ("x", value.tensor.clone()),
                                 ("affine", affine),
                                 ("running", running),
                                 ("stats", stats.clone()),
+                                ("partials", partials),
                             ],
                         );
                     } else {
@@ -804,18 +827,27 @@ impl<'a> Lowering<'a> {
             }
             _ => self.grad(net, &format!("layers.{layer}.weight"), 2 * channels),
         };
+        let partials = self.bn_partials(net, layer, shape);
         self.kernel(
-            batchnorm::launch(
-                shape,
-                activation,
-                BatchNormPass::BackwardReduce,
-                weights == WeightGrads::Accumulate,
-            ),
+            batchnorm::launch(shape, activation, BatchNormPass::BackwardPartials, false),
             vec![
                 ("x", input.clone()),
                 ("stats", stats.clone()),
                 ("grad", grad.clone()),
+                ("partials", partials.clone()),
+            ],
+        );
+        self.kernel(
+            batchnorm::launch(
+                shape,
+                activation,
+                BatchNormPass::BackwardCombine,
+                weights == WeightGrads::Accumulate,
+            ),
+            vec![
+                ("stats", stats.clone()),
                 ("affine_grad", affine_grad),
+                ("partials", partials),
             ],
         );
         self.kernel(

@@ -112,13 +112,19 @@ pub fn every_kernel() -> Vec<Launch> {
             all.push(activation::launch(pass, activation, 10));
         }
         for pass in [
-            BatchNormPass::TrainStats,
+            BatchNormPass::TrainPartials,
+            BatchNormPass::TrainCombine,
             BatchNormPass::EvalStats,
             BatchNormPass::Apply,
-            BatchNormPass::BackwardReduce,
+            BatchNormPass::BackwardPartials,
+            BatchNormPass::BackwardCombine,
             BatchNormPass::BackwardApply,
         ] {
-            all.push(batchnorm::launch(&bn, activation, pass, true));
+            // Four channels (vector loads) and three (scalar).
+            for channels in [4, 3] {
+                let shape = BatchNormShape { channels, ..bn };
+                all.push(batchnorm::launch(&shape, activation, pass, true));
+            }
         }
     }
     for activation in [Activation::Tanh, Activation::Sigmoid] {
