@@ -45,6 +45,9 @@ pub struct BenchOptions {
     /// Print one JSON document instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Use cached or default kernel tilings instead of timing untimed kernels first.
+    #[arg(long)]
+    pub no_autotune: bool,
 }
 
 /// Multiply-adds of every matrix product in one training step (the seed's order:
@@ -131,6 +134,7 @@ fn bench_adapter(o: &BenchOptions, gpu: Gpu) -> Result<serde_json::Value> {
                 seed: 1,
             },
             capture: false,
+            autotune: !o.no_autotune,
         },
     )?;
     ex.initialise(1)?;

@@ -143,6 +143,7 @@ fn sample(o: &SampleOptions, adapter: Option<&AdapterChoice>) -> Result<()> {
         optimizer: AdamW::default(),
         inputs: Inputs::External,
         capture: false,
+        autotune: false,
     };
     let mut ex = Executor::new(gpu, config)?;
     ex.load_state_dict(Net::Generator, &tensors)

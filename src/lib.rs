@@ -1,5 +1,6 @@
 //! dcgan-wgpu: a DCGAN trained with WGSL compute shaders on any wgpu adapter.
 
+pub mod autotune;
 pub mod bench;
 pub mod buffers;
 pub mod checkpoint;

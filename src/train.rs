@@ -78,6 +78,11 @@ pub struct TrainOptions {
     /// Print the dispatches of one training step and exit.
     #[arg(long)]
     pub dump_schedule: bool,
+    /// Use cached or default kernel tilings instead of timing the candidates of
+    /// kernels not timed before on this adapter (choices are cached in
+    /// ~/.cache/dcgan-wgpu).
+    #[arg(long)]
+    pub no_autotune: bool,
 }
 
 impl TrainOptions {
@@ -287,6 +292,7 @@ pub fn train(o: &TrainOptions, adapter: Option<&AdapterChoice>) -> Result<PathBu
             seed: o.seed,
         },
         capture: false,
+        autotune: !o.no_autotune && !o.dump_schedule,
     };
     let describe = gpu.describe();
     let mut ex = Executor::new(gpu, config)?;

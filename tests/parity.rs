@@ -191,6 +191,7 @@ fn executor(gpu: Gpu, fixture: &Fixture) -> Executor {
         optimizer: AdamW::default(),
         inputs: Inputs::External,
         capture: true,
+        autotune: false,
     };
     let mut ex = Executor::new(gpu, config).expect("executor");
     for (net, prefix) in [(Net::Generator, "init.G."), (Net::Discriminator, "init.D.")] {

@@ -19,8 +19,9 @@ use anyhow::{Result, bail};
 use crate::kernels::activation::{self, ActivationPass};
 use crate::kernels::batchnorm::{self, BatchNormPass};
 use crate::kernels::conv::{self, ConvFusion, ConvPass, WeightLayout};
-use crate::kernels::gemm::{Epilogue, Form, Prologue, Tiling};
-use crate::kernels::linear::{self, LinearPass};
+use crate::kernels::gemm::{Epilogue, Prologue, Tiling};
+use crate::kernels::matmul::MatMul;
+use crate::kernels::linear::LinearPass;
 use crate::kernels::loss::{self, MetricSlots};
 use crate::kernels::{Launch, bias, data, noise};
 use crate::model::{Extent, Layer, Layout, Network};
@@ -92,6 +93,8 @@ pub enum Op {
     Kernel {
         launch: Launch,
         bindings: Vec<(&'static str, Tensor)>,
+        /// For matrix products: what to regenerate under another tiling.
+        matmul: Option<MatMul>,
     },
     Copy {
         from: Tensor,
@@ -183,8 +186,8 @@ pub enum WeightGrads {
     Skip,
 }
 
-/// Picks a tiling for a matrix product of the given size (m, n, k) and form.
-pub type TilingPolicy<'a> = &'a dyn Fn(usize, usize, usize, Form) -> Tiling;
+/// Picks a tiling for a matrix product.
+pub type TilingPolicy<'a> = &'a dyn Fn(&MatMul) -> Tiling;
 
 /// Lowers passes of two networks into a list of ops, for one batch size.
 pub struct Lowering<'a> {
@@ -213,7 +216,21 @@ impl<'a> Lowering<'a> {
     }
 
     fn kernel(&mut self, launch: Launch, bindings: Vec<(&'static str, Tensor)>) {
-        self.ops.push(Op::Kernel { launch, bindings });
+        self.ops.push(Op::Kernel {
+            launch,
+            bindings,
+            matmul: None,
+        });
+    }
+
+    /// A matrix product under the tiling the policy picks for it.
+    fn matmul(&mut self, matmul: MatMul, bindings: Vec<(&'static str, Tensor)>) {
+        let launch = matmul.launch((self.tiling)(&matmul));
+        self.ops.push(Op::Kernel {
+            launch,
+            bindings,
+            matmul: Some(matmul),
+        });
     }
 
     fn work(&self, net: Net, what: &str, layer: usize, per_image: usize) -> Tensor {
@@ -289,15 +306,6 @@ impl<'a> Lowering<'a> {
             format!("{}.partials{layer}", net.prefix()),
             batchnorm::partials_len(shape),
         )
-    }
-
-    fn conv_tiling(&self, shape: &ConvShape, pass: ConvPass) -> Tiling {
-        let (m, n, k, _) = conv::gemm_dims(shape, pass);
-        (self.tiling)(m, n, k, conv::form(shape, pass))
-    }
-
-    fn linear_tiling(&self, m: usize, n: usize, k: usize) -> Tiling {
-        (self.tiling)(m, n, k, Form::Dot { width: 1 })
     }
 
     fn capture(&mut self, pass: &str, layer: usize, from: Tensor) {
@@ -428,7 +436,6 @@ impl<'a> Lowering<'a> {
                             accumulate: false,
                         },
                     };
-                    let tiling = self.conv_tiling(&shape, ConvPass::Forward);
                     if self.capture && activation != Activation::Identity {
                         // The raw convolution output, which the fused store never keeps.
                         let raw = Tensor::work(format!("capture.{pass}.layers.{i}"), output.len);
@@ -441,15 +448,19 @@ impl<'a> Lowering<'a> {
                         };
                         let mut raw_bindings = bindings.clone();
                         raw_bindings[2].1 = raw;
-                        self.kernel(
-                            conv::launch(&shape, ConvPass::Forward, plain, tiling),
-                            raw_bindings,
-                        );
+                        let conv = |fusion| MatMul::Conv {
+                            shape,
+                            pass: ConvPass::Forward,
+                            fusion,
+                        };
+                        self.matmul(conv(plain), raw_bindings);
                     }
-                    self.kernel(
-                        conv::launch(&shape, ConvPass::Forward, fusion, tiling),
-                        bindings,
-                    );
+                    let forward = MatMul::Conv {
+                        shape,
+                        pass: ConvPass::Forward,
+                        fusion,
+                    };
+                    self.matmul(forward, bindings);
                     let layer = i;
                     if activation == Activation::Identity {
                         self.capture(pass, i, output.clone());
@@ -580,12 +591,12 @@ impl<'a> Lowering<'a> {
                         bias,
                         ..Epilogue::default()
                     };
-                    let tiling =
-                        self.linear_tiling(shape.batch, shape.out_features, shape.in_features);
-                    self.kernel(
-                        linear::launch(&shape, LinearPass::Forward, epilogue, tiling),
-                        bindings,
-                    );
+                    let forward = MatMul::Linear {
+                        shape,
+                        pass: LinearPass::Forward,
+                        epilogue,
+                    };
+                    self.matmul(forward, bindings);
                     self.capture(pass, i, output.clone());
                     nodes.push(Node::Linear {
                         layer: i,
@@ -770,11 +781,12 @@ impl<'a> Lowering<'a> {
             if let Some(p) = &input.pending {
                 bindings.push(("bn", p.stats.clone()));
             }
-            let tiling = self.conv_tiling(shape, ConvPass::WeightGrad);
-            self.kernel(
-                conv::launch(shape, ConvPass::WeightGrad, fusion, tiling),
-                bindings,
-            );
+            let weight_grad = MatMul::Conv {
+                shape: *shape,
+                pass: ConvPass::WeightGrad,
+                fusion,
+            };
+            self.matmul(weight_grad, bindings);
             if has_bias {
                 let plane = shape.out_h() * shape.out_w();
                 self.kernel(
@@ -793,9 +805,13 @@ impl<'a> Lowering<'a> {
             return None;
         }
         let dx = Tensor::work(format!("{}.dx{layer}", net.prefix()), shape.input_len());
-        let tiling = self.conv_tiling(shape, ConvPass::InputGrad);
-        self.kernel(
-            conv::launch(shape, ConvPass::InputGrad, ConvFusion::default(), tiling),
+        let input_grad = MatMul::Conv {
+            shape: *shape,
+            pass: ConvPass::InputGrad,
+            fusion: ConvFusion::default(),
+        };
+        self.matmul(
+            input_grad,
             vec![
                 ("dy", d_pre),
                 (
@@ -882,9 +898,13 @@ impl<'a> Lowering<'a> {
                 accumulate,
                 ..Epilogue::default()
             };
-            let tiling = self.linear_tiling(shape.out_features, shape.in_features, shape.batch);
-            self.kernel(
-                linear::launch(shape, LinearPass::WeightGrad, epilogue, tiling),
+            let weight_grad = MatMul::Linear {
+                shape: *shape,
+                pass: LinearPass::WeightGrad,
+                epilogue,
+            };
+            self.matmul(
+                weight_grad,
                 vec![
                     ("dy", grad.clone()),
                     ("x", input.clone()),
@@ -918,9 +938,13 @@ impl<'a> Lowering<'a> {
             format!("{}.dx{layer}", net.prefix()),
             shape.batch * shape.in_features,
         );
-        let tiling = self.linear_tiling(shape.batch, shape.in_features, shape.out_features);
-        self.kernel(
-            linear::launch(shape, LinearPass::InputGrad, Epilogue::default(), tiling),
+        let input_grad = MatMul::Linear {
+            shape: *shape,
+            pass: LinearPass::InputGrad,
+            epilogue: Epilogue::default(),
+        };
+        self.matmul(
+            input_grad,
             vec![
                 ("dy", grad),
                 (

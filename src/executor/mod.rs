@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use anyhow::{Context, Result, anyhow, bail};
 use bytemuck::{Pod, Zeroable};
 
+use crate::autotune::{self, Autotuner};
 use crate::buffers;
 use crate::device::Gpu;
 use crate::kernels::adamw::Hyper;
-use crate::kernels::gemm::{Form, Tiling};
+use crate::kernels::matmul::MatMul;
 use crate::kernels::{Dispatch, Kernels, View, data};
 use crate::model::{Layout, Network, TensorKind};
 use crate::shapes::AdamW;
@@ -66,6 +67,9 @@ pub struct ExecutorConfig {
     pub inputs: Inputs,
     /// Keep a copy of every layer's output of every pass (parity tests).
     pub capture: bool,
+    /// Time the tiling candidates of matrix products not timed before on this
+    /// adapter (see [`crate::autotune`]); otherwise cached or default tilings.
+    pub autotune: bool,
 }
 
 /// A network's parameters, gradients, AdamW moments and running statistics.
@@ -207,36 +211,6 @@ pub struct Executor {
     images: usize,
 }
 
-/// The tiling used for a matrix product on this adapter until autotuning picks one:
-/// the largest subgroup tile the columns fill, else plain register tiles.
-pub fn default_tiling(gpu: &Gpu) -> impl Fn(usize, usize, usize, Form) -> Tiling + use<> {
-    let subgroup = gpu.subgroup_size;
-    move |_m, n, _k, form| {
-        let candidates = subgroup
-            .into_iter()
-            .flat_map(|lanes| {
-                [4, 2, 1].map(|f| Tiling {
-                    lanes,
-                    rows_per_lane: 8,
-                    tile_cols: f * lanes * 4,
-                    subgroup: true,
-                })
-            })
-            .filter(|t| t.tile_cols as usize <= n.next_multiple_of(4));
-        let portable = [
-            Tiling::PORTABLE,
-            Tiling {
-                tile_cols: 1,
-                ..Tiling::PORTABLE
-            },
-        ];
-        candidates
-            .chain(portable)
-            .find(|t| t.fits(form) && (t.tile_cols as usize <= n || t.tile_cols == 1))
-            .unwrap_or(Tiling::NARROW)
-    }
-}
-
 impl Executor {
     pub fn new(gpu: Gpu, config: ExecutorConfig) -> Result<Executor> {
         let states = [
@@ -251,7 +225,8 @@ impl Executor {
             } => (false, *image_pixels, pixels.len() / image_pixels, *seed),
             Inputs::External => (true, states[1].network.input.per_image(), 0, 0),
         };
-        let tiling = default_tiling(&gpu);
+        let mut tuner = Autotuner::load(&gpu);
+        let tiling = |m: &MatMul| tuner.cached(m).unwrap_or_else(|| autotune::default_tiling(&gpu, m));
         let metrics_len = METRICS_RING * metric::PER_STEP;
         let lower = |batch: usize| -> Result<Vec<Op>> {
             let mut l = Lowering {
@@ -291,7 +266,7 @@ impl Executor {
         for &batch in &batches {
             lowered.push((batch, lower(batch)?));
         }
-        let (sample_ops, sample_output) = {
+        let (mut sample_ops, sample_output) = {
             let mut l = Lowering {
                 generator: &states[0].network,
                 discriminator: &states[1].network,
@@ -337,6 +312,17 @@ impl Executor {
             executor.upload_dataset(pixels);
         }
         executor.allocate_workspace(lowered.iter().flat_map(|(_, ops)| ops).chain(&sample_ops));
+        if config.autotune {
+            let all_ops = lowered.iter().flat_map(|(_, ops)| ops).chain(&sample_ops);
+            executor.autotune(&mut tuner, all_ops)?;
+            for op in lowered.iter_mut().flat_map(|(_, ops)| ops).chain(&mut sample_ops) {
+                if let Op::Kernel { launch, matmul: Some(m), .. } = op
+                    && let Some(t) = tuner.cached(m)
+                {
+                    *launch = m.launch(t);
+                }
+            }
+        }
         for (batch, ops) in &lowered {
             let plan = executor.bind(ops)?;
             executor.plans.insert(*batch, plan);
@@ -372,6 +358,28 @@ impl Executor {
                 &data::normalisation_table(),
             ),
         ));
+    }
+
+    /// Time the candidates of every matrix product without a cached choice.
+    fn autotune<'o>(&mut self, tuner: &mut Autotuner, ops: impl Iterator<Item = &'o Op>) -> Result<()> {
+        let mut pending: Vec<(&MatMul, &Vec<(&'static str, Tensor)>)> = Vec::new();
+        for op in ops {
+            if let Op::Kernel { matmul: Some(m), bindings, .. } = op
+                && tuner.cached(m).is_none()
+                && !pending.iter().any(|(p, _)| p.key() == m.key())
+            {
+                pending.push((m, bindings));
+            }
+        }
+        let mut kernels = std::mem::take(&mut self.kernels);
+        for (i, (matmul, bindings)) in pending.iter().enumerate() {
+            let views: Vec<(&str, View)> = bindings.iter().map(|(role, t)| (*role, self.view(t))).collect();
+            let (tiling, seconds) = tuner.tune(&self.gpu, matmul, |launch| kernels.bind(&self.gpu, launch, &views))?;
+            let label = matmul.launch(tiling).program.label;
+            eprintln!("autotune {}/{}: {label}: {:.2} ms", i + 1, pending.len(), seconds * 1e3);
+        }
+        self.kernels = kernels;
+        tuner.save()
     }
 
     fn allocate_workspace<'o>(&mut self, ops: impl Iterator<Item = &'o Op>) {
@@ -436,7 +444,7 @@ impl Executor {
         let mut current = Vec::new();
         for op in ops {
             match op {
-                Op::Kernel { launch, bindings } => {
+                Op::Kernel { launch, bindings, .. } => {
                     let given: Vec<(&str, View)> = bindings
                         .iter()
                         .map(|(role, t)| (*role, self.view(t)))

@@ -15,23 +15,24 @@ pub enum LinearPass {
     WeightGrad,
 }
 
+/// Rows of x and W are read one float at a time.
+pub const FORM: Form = Form::Dot { width: 1 };
+
+/// (m, n, k) of a pass.
+pub fn gemm_dims(s: &LinearShape, pass: LinearPass) -> (usize, usize, usize) {
+    match pass {
+        LinearPass::Forward => (s.batch, s.out_features, s.in_features),
+        LinearPass::InputGrad => (s.batch, s.in_features, s.out_features),
+        LinearPass::WeightGrad => (s.out_features, s.in_features, s.batch),
+    }
+}
+
 pub fn launch(s: &LinearShape, pass: LinearPass, epilogue: Epilogue, tiling: Tiling) -> Launch {
-    let (op, (m, n, k), roles) = match pass {
-        LinearPass::Forward => (
-            "forward",
-            (s.batch, s.out_features, s.in_features),
-            ["x", "w", "y"],
-        ),
-        LinearPass::InputGrad => (
-            "input_grad",
-            (s.batch, s.in_features, s.out_features),
-            ["dy", "w", "dx"],
-        ),
-        LinearPass::WeightGrad => (
-            "weight_grad",
-            (s.out_features, s.in_features, s.batch),
-            ["dy", "x", "dw"],
-        ),
+    let (m, n, k) = gemm_dims(s, pass);
+    let (op, roles) = match pass {
+        LinearPass::Forward => ("forward", ["x", "w", "y"]),
+        LinearPass::InputGrad => ("input_grad", ["dy", "w", "dx"]),
+        LinearPass::WeightGrad => ("weight_grad", ["dy", "x", "dw"]),
     };
     let spec = GemmSpec {
         op,
@@ -44,7 +45,7 @@ pub fn launch(s: &LinearShape, pass: LinearPass, epilogue: Epilogue, tiling: Til
         m,
         n,
         k,
-        form: Form::Dot { width: 1 },
+        form: FORM,
         prologue_a: None,
         prologue_b: None,
         epilogue,

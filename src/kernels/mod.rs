@@ -15,6 +15,7 @@ pub mod data;
 pub mod gemm;
 pub mod linear;
 pub mod loss;
+pub mod matmul;
 pub mod noise;
 
 use std::collections::HashMap;
