@@ -54,6 +54,7 @@ fn train_writes_the_seed_outputs_and_checkpoints_reload() {
             "--feature-maps",
             "16",
             "--offline",
+            "--no-autotune",
             "--out-dir",
         ]);
         command.arg(out.path());
