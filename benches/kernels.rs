@@ -11,14 +11,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
+use dcgan_wgpu::autotune::{self, Autotuner};
 use dcgan_wgpu::buffers;
 use dcgan_wgpu::device::Gpu;
-use dcgan_wgpu::executor::default_tiling;
 use dcgan_wgpu::kernels::adamw::{self, Hyper};
 use dcgan_wgpu::kernels::batchnorm::{self, BatchNormPass};
-use dcgan_wgpu::kernels::conv::{self, ConvFusion, ConvPass};
-use dcgan_wgpu::kernels::gemm::{Epilogue, Form, Tiling};
-use dcgan_wgpu::kernels::linear::{self, LinearPass};
+use dcgan_wgpu::kernels::conv::{ConvFusion, ConvPass};
+use dcgan_wgpu::kernels::gemm::{Epilogue, Tiling};
+use dcgan_wgpu::kernels::linear::LinearPass;
+use dcgan_wgpu::kernels::matmul::MatMul;
 use dcgan_wgpu::kernels::{Dispatch, Kernels, Launch, View};
 use dcgan_wgpu::model::{self, Layer, Network};
 use dcgan_wgpu::shapes::{Activation, AdamW, ConvShape, LinearShape};
@@ -150,7 +151,7 @@ fn random_bindings(
 }
 
 /// The GEMM tiling the trainer would pick for an `m` x `n` x `k` product.
-type TilingChoice<'a> = &'a dyn Fn(usize, usize, usize, Form) -> Tiling;
+type TilingChoice<'a> = &'a dyn Fn(&MatMul) -> Tiling;
 
 const CONV_PASSES: [(ConvPass, &str); 3] = [
     (ConvPass::Forward, "forward"),
@@ -200,9 +201,13 @@ fn conv_cases(net: &Network, batch: usize, tiling: TilingChoice) -> Result<Vec<C
             "conv2d"
         };
         for (pass, pass_name) in CONV_PASSES {
-            let (m, n, k, _) = conv::gemm_dims(&s, pass);
-            let chosen = tiling(m, n, k, conv::form(&s, pass));
-            let launch = conv::launch(&s, pass, ConvFusion::default(), chosen);
+            let matmul = MatMul::Conv {
+                shape: s,
+                pass,
+                fusion: ConvFusion::default(),
+            };
+            let chosen = tiling(&matmul);
+            let launch = matmul.launch(chosen);
             cases.push(Case {
                 name: format!("{}.{i}.{kind}.{pass_name}", net.name),
                 shape: conv_shape_text(&s),
@@ -218,9 +223,11 @@ fn conv_cases(net: &Network, batch: usize, tiling: TilingChoice) -> Result<Vec<C
 
 /// The BatchNorm passes of a training step, with the bytes each must move at the
 /// least, in units of the activation tensor (`x` read; `grad` read, and written).
-const BATCHNORM_PASSES: [(BatchNormPass, &str, f64); 3] = [
-    (BatchNormPass::TrainStats, "train_stats", 1.0),
-    (BatchNormPass::BackwardReduce, "backward_reduce", 2.0),
+const BATCHNORM_PASSES: [(BatchNormPass, &str, f64); 5] = [
+    (BatchNormPass::TrainPartials, "train_partials", 1.0),
+    (BatchNormPass::TrainCombine, "train_combine", 0.0),
+    (BatchNormPass::BackwardPartials, "backward_partials", 2.0),
+    (BatchNormPass::BackwardCombine, "backward_combine", 0.0),
     (BatchNormPass::BackwardApply, "backward_apply", 3.0),
 ];
 
@@ -244,6 +251,7 @@ fn batchnorm_cases(net: &Network, batch: usize) -> Result<Vec<Case>> {
             "x" | "y" | "grad" => Some(s.len()),
             "affine" | "running" | "affine_grad" => Some(2 * s.channels),
             "stats" => Some(batchnorm::stats_len(s.channels)),
+            "partials" => Some(batchnorm::partials_len(&s)),
             _ => None,
         };
         for (pass, pass_name, tensors) in BATCHNORM_PASSES {
@@ -298,13 +306,13 @@ fn matmul_case(batch: usize, tiling: TilingChoice) -> Result<Case> {
         in_features: 4096,
         out_features: 512,
     };
-    let chosen = tiling(
-        s.batch,
-        s.out_features,
-        s.in_features,
-        Form::Dot { width: 1 },
-    );
-    let launch = linear::launch(&s, LinearPass::Forward, Epilogue::default(), chosen);
+    let matmul = MatMul::Linear {
+        shape: s,
+        pass: LinearPass::Forward,
+        epilogue: Epilogue::default(),
+    };
+    let chosen = tiling(&matmul);
+    let launch = matmul.launch(chosen);
     let len_of = |role: &str| match role {
         "x" => Some(s.batch * s.in_features),
         "w" => Some(s.out_features * s.in_features),
@@ -541,7 +549,12 @@ fn json_row(case: &Case, m: &Measurement) -> serde_json::Value {
 }
 
 fn run(settings: &Settings, gpu: &Gpu) -> Result<()> {
-    let tiling = default_tiling(gpu);
+    let tuner = Autotuner::load(gpu);
+    let tiling = |m: &MatMul| {
+        tuner
+            .cached(m)
+            .unwrap_or_else(|| autotune::default_tiling(gpu, m))
+    };
     let cases: Vec<Case> = all_cases(settings, &tiling)?
         .into_iter()
         .filter(|c| settings.selects(&c.name))

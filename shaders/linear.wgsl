@@ -3,7 +3,9 @@
 //   forward      y[b,o]  = sum_i x[b,i] W[o,i]      (+ bias through the epilogue)
 //   input_grad   dx[b,i] = sum_o dy[b,o] W[o,i]
 //   weight_grad  dW[o,i] = sum_b dy[b,o] x[b,i]
-// The bias gradient is a channel sum (bias.wgsl).
+// The bias gradient is a channel sum (bias.wgsl). The forward pass reads rows of x and
+// W along k four floats at a time when IN_F allows (load_a / load_b); the gradients'
+// operands run along k with a stride, one float at a time.
 // Constants (generated): BATCH, IN_F, OUT_F.
 
 struct Row {
@@ -23,16 +25,16 @@ fn forward_a_row(g: u32, m: u32) -> Row {
     return row(m);
 }
 
-fn forward_a_at(r: Row, k: u32) -> f32 {
-    return masked(r.valid, src_a[select(0u, r.index * IN_F + k, r.valid)]);
+fn forward_a_at(r: Row, k: u32) -> AVec {
+    return select(A_ZERO, load_a(select(0u, r.index * IN_F + k, r.valid)), r.valid);
 }
 
 fn forward_b_col(g: u32, n: u32) -> Row {
     return Row(n, n < GEMM_N);
 }
 
-fn forward_b_at(c: Row, k: u32) -> f32 {
-    return masked(c.valid, src_b[select(0u, c.index * IN_F + k, c.valid)]);
+fn forward_b_at(c: Row, k: u32) -> BVec {
+    return select(B_ZERO, load_b(select(0u, c.index * IN_F + k, c.valid)), c.valid);
 }
 
 fn forward_store(g: u32, m: u32, n: u32, value: f32) {

@@ -44,7 +44,8 @@ pub fn candidates(gpu: &Gpu, matmul: &MatMul) -> Vec<Tiling> {
             }
         }
         _ => {
-            for (lanes, rows, cols) in [(64, 4, 4), (64, 4, 8), (64, 8, 8), (128, 4, 4), (64, 2, 4)] {
+            for (lanes, rows, cols) in [(64, 4, 4), (64, 4, 8), (64, 8, 8), (128, 4, 4), (64, 2, 4)]
+            {
                 all.push(Tiling {
                     lanes,
                     rows_per_lane: rows,
@@ -57,7 +58,10 @@ pub fn candidates(gpu: &Gpu, matmul: &MatMul) -> Vec<Tiling> {
     // Narrow products: tiles no wider than the columns (rounded up to a vector).
     all.retain(|t| t.tile_cols as usize <= n.next_multiple_of(4).max(4));
     all.push(Tiling::PORTABLE);
-    all.push(Tiling { tile_cols: 1, ..Tiling::PORTABLE });
+    all.push(Tiling {
+        tile_cols: 1,
+        ..Tiling::PORTABLE
+    });
     all.dedup();
     all.retain(|t| t.fits(form));
     all
@@ -69,9 +73,12 @@ pub fn default_tiling(gpu: &Gpu, matmul: &MatMul) -> Tiling {
     let all = candidates(gpu, matmul);
     let preferred = if is_cpu(gpu) {
         // Large enough to amortise loads; larger ones compile for tens of seconds.
-        all.iter().find(|t| t.tile_rows() == 8 * t.lanes && t.tile_cols as usize <= 64.min(n.next_multiple_of(4)))
+        all.iter().find(|t| {
+            t.tile_rows() == 8 * t.lanes && t.tile_cols as usize <= 64.min(n.next_multiple_of(4))
+        })
     } else {
-        all.iter().find(|t| t.tile_cols <= 4 && t.lanes == 64 && t.rows_per_lane == 4)
+        all.iter()
+            .find(|t| t.tile_cols <= 4 && t.lanes == 64 && t.rows_per_lane == 4)
     };
     preferred.or(all.first()).copied().unwrap_or(Tiling::NARROW)
 }
@@ -111,7 +118,10 @@ impl Autotuner {
             .and_then(|bytes| serde_json::from_slice::<BTreeMap<String, Value>>(&bytes).ok())
             .unwrap_or_default();
         Autotuner {
-            adapter: format!("{} | {:?} | {}", gpu.info.name, gpu.info.backend, gpu.info.driver_info),
+            adapter: format!(
+                "{} | {:?} | {}",
+                gpu.info.name, gpu.info.backend, gpu.info.driver_info
+            ),
             entries,
             dirty: false,
         }
@@ -123,7 +133,9 @@ impl Autotuner {
 
     /// The cached choice for `matmul` on this adapter, if timed before.
     pub fn cached(&self, matmul: &MatMul) -> Option<Tiling> {
-        self.entries.get(&self.key(matmul)).and_then(|v| tiling_from(&v["tiling"]))
+        self.entries
+            .get(&self.key(matmul))
+            .and_then(|v| tiling_from(&v["tiling"]))
     }
 
     /// Time every candidate of `matmul` (bound by `bind`) and remember the fastest.
@@ -142,7 +154,10 @@ impl Autotuner {
             }
         }
         let (tiling, seconds) = best.context("no tiling fits this product")?;
-        self.entries.insert(self.key(matmul), json!({"tiling": tiling_json(tiling), "ms": seconds * 1e3}));
+        self.entries.insert(
+            self.key(matmul),
+            json!({"tiling": tiling_json(tiling), "ms": seconds * 1e3}),
+        );
         self.dirty = true;
         Ok((tiling, seconds))
     }
@@ -152,11 +167,17 @@ impl Autotuner {
         if !self.dirty {
             return Ok(());
         }
-        let Some(path) = cache_path() else { return Ok(()) };
+        let Some(path) = cache_path() else {
+            return Ok(());
+        };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("could not create {}", dir.display()))?;
         }
-        write_atomically(&path, serde_json::to_string_pretty(&self.entries)?.as_bytes())
+        write_atomically(
+            &path,
+            serde_json::to_string_pretty(&self.entries)?.as_bytes(),
+        )
     }
 }
 

@@ -37,11 +37,16 @@ fn candidates_fit_and_the_tuned_choice_is_cached() {
             let matmul = seed_layer(pass);
             let candidates = autotune::candidates(&ctx.gpu, &matmul);
             assert!(!candidates.is_empty());
-            assert!(candidates.iter().all(|t| t.fits(matmul.form())), "{candidates:?}");
+            assert!(
+                candidates.iter().all(|t| t.fits(matmul.form())),
+                "{candidates:?}"
+            );
             assert!(candidates.contains(&autotune::default_tiling(&ctx.gpu, &matmul)));
         }
         let matmul = seed_layer(ConvPass::Forward);
-        let MatMul::Conv { shape, .. } = matmul else { unreachable!() };
+        let MatMul::Conv { shape, .. } = matmul else {
+            unreachable!()
+        };
         let (x, w, y) = (
             ctx.zeros(shape.input_len()),
             ctx.zeros(shape.weight_len()),
@@ -53,7 +58,11 @@ fn candidates_fit_and_the_tuned_choice_is_cached() {
         let (best, seconds) = tuner
             .tune(&ctx.gpu, &matmul, |launch| {
                 timed += 1;
-                let views = [("x", View::whole(&x)), ("w", View::whole(&w)), ("y", View::whole(&y))];
+                let views = [
+                    ("x", View::whole(&x)),
+                    ("w", View::whole(&w)),
+                    ("y", View::whole(&y)),
+                ];
                 ctx.kernels.bind(&ctx.gpu, launch, &views)
             })
             .unwrap();

@@ -226,7 +226,11 @@ impl Executor {
             Inputs::External => (true, states[1].network.input.per_image(), 0, 0),
         };
         let mut tuner = Autotuner::load(&gpu);
-        let tiling = |m: &MatMul| tuner.cached(m).unwrap_or_else(|| autotune::default_tiling(&gpu, m));
+        let tiling = |m: &MatMul| {
+            tuner
+                .cached(m)
+                .unwrap_or_else(|| autotune::default_tiling(&gpu, m))
+        };
         let metrics_len = METRICS_RING * metric::PER_STEP;
         let lower = |batch: usize| -> Result<Vec<Op>> {
             let mut l = Lowering {
@@ -315,8 +319,16 @@ impl Executor {
         if config.autotune {
             let all_ops = lowered.iter().flat_map(|(_, ops)| ops).chain(&sample_ops);
             executor.autotune(&mut tuner, all_ops)?;
-            for op in lowered.iter_mut().flat_map(|(_, ops)| ops).chain(&mut sample_ops) {
-                if let Op::Kernel { launch, matmul: Some(m), .. } = op
+            for op in lowered
+                .iter_mut()
+                .flat_map(|(_, ops)| ops)
+                .chain(&mut sample_ops)
+            {
+                if let Op::Kernel {
+                    launch,
+                    matmul: Some(m),
+                    ..
+                } = op
                     && let Some(t) = tuner.cached(m)
                 {
                     *launch = m.launch(t);
@@ -361,10 +373,18 @@ impl Executor {
     }
 
     /// Time the candidates of every matrix product without a cached choice.
-    fn autotune<'o>(&mut self, tuner: &mut Autotuner, ops: impl Iterator<Item = &'o Op>) -> Result<()> {
+    fn autotune<'o>(
+        &mut self,
+        tuner: &mut Autotuner,
+        ops: impl Iterator<Item = &'o Op>,
+    ) -> Result<()> {
         let mut pending: Vec<(&MatMul, &Vec<(&'static str, Tensor)>)> = Vec::new();
         for op in ops {
-            if let Op::Kernel { matmul: Some(m), bindings, .. } = op
+            if let Op::Kernel {
+                matmul: Some(m),
+                bindings,
+                ..
+            } = op
                 && tuner.cached(m).is_none()
                 && !pending.iter().any(|(p, _)| p.key() == m.key())
             {
@@ -373,10 +393,20 @@ impl Executor {
         }
         let mut kernels = std::mem::take(&mut self.kernels);
         for (i, (matmul, bindings)) in pending.iter().enumerate() {
-            let views: Vec<(&str, View)> = bindings.iter().map(|(role, t)| (*role, self.view(t))).collect();
-            let (tiling, seconds) = tuner.tune(&self.gpu, matmul, |launch| kernels.bind(&self.gpu, launch, &views))?;
+            let views: Vec<(&str, View)> = bindings
+                .iter()
+                .map(|(role, t)| (*role, self.view(t)))
+                .collect();
+            let (tiling, seconds) = tuner.tune(&self.gpu, matmul, |launch| {
+                kernels.bind(&self.gpu, launch, &views)
+            })?;
             let label = matmul.launch(tiling).program.label;
-            eprintln!("autotune {}/{}: {label}: {:.2} ms", i + 1, pending.len(), seconds * 1e3);
+            eprintln!(
+                "autotune {}/{}: {label}: {:.2} ms",
+                i + 1,
+                pending.len(),
+                seconds * 1e3
+            );
         }
         self.kernels = kernels;
         tuner.save()
@@ -444,7 +474,9 @@ impl Executor {
         let mut current = Vec::new();
         for op in ops {
             match op {
-                Op::Kernel { launch, bindings, .. } => {
+                Op::Kernel {
+                    launch, bindings, ..
+                } => {
                     let given: Vec<(&str, View)> = bindings
                         .iter()
                         .map(|(role, t)| (*role, self.view(t)))

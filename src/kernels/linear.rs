@@ -15,8 +15,16 @@ pub enum LinearPass {
     WeightGrad,
 }
 
-/// Rows of x and W are read one float at a time.
-pub const FORM: Form = Form::Dot { width: 1 };
+/// How a pass is vectorised: the forward pass reads rows of x and W four floats at a
+/// time when the features allow; the gradients read along strides, one at a time.
+pub fn form(s: &LinearShape, pass: LinearPass) -> Form {
+    let width = if pass == LinearPass::Forward && s.in_features.is_multiple_of(4) {
+        4
+    } else {
+        1
+    };
+    Form::Dot { width }
+}
 
 /// (m, n, k) of a pass.
 pub fn gemm_dims(s: &LinearShape, pass: LinearPass) -> (usize, usize, usize) {
@@ -45,7 +53,7 @@ pub fn launch(s: &LinearShape, pass: LinearPass, epilogue: Epilogue, tiling: Til
         m,
         n,
         k,
-        form: FORM,
+        form: form(s, pass),
         prologue_a: None,
         prologue_b: None,
         epilogue,

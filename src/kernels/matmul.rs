@@ -1,10 +1,10 @@
 //! The matrix-product kernels (convolution passes and Linear) as values: a product
 //! can be regenerated under any tiling, which is what autotuning varies.
 
+use super::Launch;
 use super::conv::{self, ConvFusion, ConvPass};
 use super::gemm::{Epilogue, Form, Tiling};
 use super::linear::{self, LinearPass};
-use super::Launch;
 use crate::shapes::{ConvShape, LinearShape};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,15 +24,23 @@ pub enum MatMul {
 impl MatMul {
     pub fn launch(&self, tiling: Tiling) -> Launch {
         match *self {
-            MatMul::Conv { shape, pass, fusion } => conv::launch(&shape, pass, fusion, tiling),
-            MatMul::Linear { shape, pass, epilogue } => linear::launch(&shape, pass, epilogue, tiling),
+            MatMul::Conv {
+                shape,
+                pass,
+                fusion,
+            } => conv::launch(&shape, pass, fusion, tiling),
+            MatMul::Linear {
+                shape,
+                pass,
+                epilogue,
+            } => linear::launch(&shape, pass, epilogue, tiling),
         }
     }
 
     pub fn form(&self) -> Form {
         match self {
             MatMul::Conv { shape, pass, .. } => conv::form(shape, *pass),
-            MatMul::Linear { .. } => linear::FORM,
+            MatMul::Linear { shape, pass, .. } => linear::form(shape, *pass),
         }
     }
 
