@@ -1,18 +1,20 @@
 //! The graph executor: builds the schedule of a training step once (buffers,
 //! pipelines, bind groups) and replays it every step as one command buffer and one
-//! submission, with no allocation and no CPU-GPU wait inside the step.
-//!
-//! Losses go to a ring in GPU memory; every so often a copy of the ring rides along
-//! in a step's submission to a staging buffer from a small pool, and is mapped
-//! asynchronously: [`Executor::poll_metrics`] hands back whatever has arrived.
+//! submission, with no allocation and no CPU-GPU wait inside the step. Losses come
+//! back asynchronously ([`metrics`]): [`Executor::poll_metrics`] hands back whatever
+//! has arrived.
 
 pub mod graph;
+mod metrics;
+mod state;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+pub use metrics::StepMetrics;
+use state::NetworkState;
+pub use state::{NamedTensor, TensorData};
 
-use anyhow::{Context, Result, anyhow, bail};
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
 use bytemuck::{Pod, Zeroable};
 
 use crate::autotune::{self, Autotuner};
@@ -21,14 +23,10 @@ use crate::device::Gpu;
 use crate::kernels::adamw::Hyper;
 use crate::kernels::matmul::MatMul;
 use crate::kernels::{Dispatch, Kernels, View, data};
-use crate::model::{Layout, Network, TensorKind};
+use crate::model::{Layout, Network};
 use crate::shapes::AdamW;
-use graph::{Buf, Lowering, Net, Op, Tensor, metric};
-
-/// Steps of losses the ring on the GPU holds.
-const METRICS_RING: usize = 1024;
-/// Staging buffers for reading the ring back; one is in flight per read.
-const STAGING_BUFFERS: usize = 4;
+use graph::{Buf, Lowering, Net, Op, Tensor};
+use metrics::MetricsRing;
 
 /// The per-step values of `shaders/step.wgsl`.
 #[repr(C)]
@@ -70,40 +68,6 @@ pub struct ExecutorConfig {
     /// Time the tiling candidates of matrix products not timed before on this
     /// adapter (see [`crate::autotune`]); otherwise cached or default tilings.
     pub autotune: bool,
-}
-
-/// A network's parameters, gradients, AdamW moments and running statistics.
-struct NetworkState {
-    network: Network,
-    layout: Layout,
-    params: wgpu::Buffer,
-    grads: wgpu::Buffer,
-    exp_avg: wgpu::Buffer,
-    exp_avg_sq: wgpu::Buffer,
-    running: wgpu::Buffer,
-    hyper: wgpu::Buffer,
-    /// `num_batches_tracked` of every BatchNorm layer (training forwards so far).
-    batches_tracked: u64,
-}
-
-impl NetworkState {
-    fn new(gpu: &Gpu, network: Network) -> Result<NetworkState> {
-        network.validate().map_err(|e| anyhow!(e))?;
-        let layout = network.layout();
-        let name = network.name;
-        let make = |what: &str, len| buffers::storage(gpu, &format!("{name}.{what}"), len);
-        Ok(NetworkState {
-            params: make("params", layout.parameters),
-            grads: make("grads", layout.parameters),
-            exp_avg: make("exp_avg", layout.parameters),
-            exp_avg_sq: make("exp_avg_sq", layout.parameters),
-            running: make("running", layout.running),
-            hyper: buffers::uniform(gpu, &format!("{name}.hyper"), &Hyper::zeroed()),
-            batches_tracked: 0,
-            network,
-            layout,
-        })
-    }
 }
 
 /// A buffer copy recorded between compute passes.
@@ -154,40 +118,6 @@ impl Plan {
     }
 }
 
-/// Losses and discriminator outputs of one step (see [`graph::metric`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepMetrics {
-    pub step: u64,
-    pub values: [f32; metric::PER_STEP],
-}
-
-impl StepMetrics {
-    pub fn loss_d(&self) -> f32 {
-        self.values[metric::LOSS_D_REAL] + self.values[metric::LOSS_D_FAKE]
-    }
-    pub fn loss_g(&self) -> f32 {
-        self.values[metric::LOSS_G]
-    }
-    pub fn d_x(&self) -> f32 {
-        self.values[metric::D_X]
-    }
-    pub fn d_g_z(&self) -> f32 {
-        self.values[metric::D_G_Z1]
-    }
-}
-
-const IDLE: u8 = 0;
-const PENDING: u8 = 1;
-const READY: u8 = 2;
-const FAILED: u8 = 3;
-
-struct Staging {
-    buffer: wgpu::Buffer,
-    state: Arc<AtomicU8>,
-    first_step: u64,
-    steps: usize,
-}
-
 pub struct Executor {
     pub gpu: Gpu,
     kernels: Kernels,
@@ -198,11 +128,7 @@ pub struct Executor {
     sample_output: Tensor,
     samples: usize,
     step_info: wgpu::Buffer,
-    metrics: wgpu::Buffer,
-    staging: Vec<Staging>,
-    in_flight: VecDeque<usize>,
-    /// First step whose metrics have not been requested yet.
-    unrequested: u64,
+    metrics: MetricsRing,
     steps_done: u64,
     optimizer: AdamW,
     external_inputs: bool,
@@ -231,7 +157,8 @@ impl Executor {
                 .cached(m)
                 .unwrap_or_else(|| autotune::default_tiling(&gpu, m))
         };
-        let metrics_len = METRICS_RING * metric::PER_STEP;
+        let metrics = MetricsRing::new(&gpu);
+        let metrics_len = metrics.floats();
         let lower = |batch: usize| -> Result<Vec<Op>> {
             let mut l = Lowering {
                 generator: &states[0].network,
@@ -299,10 +226,7 @@ impl Executor {
             sample_output,
             samples: config.samples,
             step_info: buffers::uniform(&gpu, "step", &StepInfo::zeroed()),
-            metrics: buffers::storage(&gpu, "metrics", metrics_len),
-            staging: Vec::new(),
-            in_flight: VecDeque::new(),
-            unrequested: 0,
+            metrics,
             steps_done: 0,
             optimizer: config.optimizer,
             external_inputs,
@@ -340,19 +264,6 @@ impl Executor {
             executor.plans.insert(*batch, plan);
         }
         executor.sample_plan = executor.bind(&sample_ops)?;
-        executor.staging = (0..STAGING_BUFFERS)
-            .map(|i| Staging {
-                buffer: executor.gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(&format!("metrics staging {i}")),
-                    size: (metrics_len * 4) as u64,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                }),
-                state: Arc::new(AtomicU8::new(IDLE)),
-                first_step: 0,
-                steps: 0,
-            })
-            .collect();
         Ok(executor)
     }
 
@@ -447,7 +358,7 @@ impl Executor {
             Buf::Running(n) => &state(n).running,
             Buf::Hyper(n) => &state(n).hyper,
             Buf::Step => &self.step_info,
-            Buf::Metrics => &self.metrics,
+            Buf::Metrics => &self.metrics.buffer,
             Buf::Pixels => &dataset().0,
             Buf::Order => &dataset().1,
             Buf::Table => &dataset().2,
@@ -546,15 +457,15 @@ impl Executor {
         plan.record(&mut encoder);
         self.write_step_uniforms(batch_start);
         self.advance_counters();
-        let due = self.steps_done - self.unrequested >= (METRICS_RING / 2) as u64;
-        let staging = if read_metrics || due {
-            self.request_metrics(&mut encoder)?
+        let staging = if read_metrics || self.metrics.due(self.steps_done) {
+            self.metrics
+                .request(&self.gpu, &mut encoder, self.steps_done)?
         } else {
             None
         };
         self.gpu.queue.submit([encoder.finish()]);
         if let Some(index) = staging {
-            self.map_staging(index);
+            self.metrics.map(index);
         }
         Ok(())
     }
@@ -565,7 +476,7 @@ impl Executor {
         let info = StepInfo {
             step: self.steps_done as u32,
             batch_start: batch_start as u32,
-            metrics_slot: (self.steps_done % METRICS_RING as u64) as u32,
+            metrics_slot: MetricsRing::slot(self.steps_done),
             unused: 0,
         };
         let queue = &self.gpu.queue;
@@ -582,112 +493,27 @@ impl Executor {
         self.states[1].batches_tracked += 3;
     }
 
-    /// Copy the ring slots of steps not yet requested into a free staging buffer.
-    fn request_metrics(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<Option<usize>> {
-        let steps = (self.steps_done - self.unrequested) as usize;
-        if steps == 0 {
-            return Ok(None);
-        }
-        let index = self.free_staging()?;
-        let first = self.unrequested;
-        let per_step = (metric::PER_STEP * 4) as u64;
-        for i in 0..steps {
-            let slot = ((first + i as u64) % METRICS_RING as u64) * per_step;
-            encoder.copy_buffer_to_buffer(
-                &self.metrics,
-                slot,
-                &self.staging[index].buffer,
-                i as u64 * per_step,
-                per_step,
-            );
-        }
-        let staging = &mut self.staging[index];
-        staging.first_step = first;
-        staging.steps = steps;
-        self.unrequested = self.steps_done;
-        Ok(Some(index))
-    }
-
-    fn free_staging(&mut self) -> Result<usize> {
-        loop {
-            if let Some(i) = self
-                .staging
-                .iter()
-                .position(|s| s.state.load(Ordering::Acquire) == IDLE)
-            {
-                return Ok(i);
-            }
-            // All in flight: wait for the oldest rather than allocate.
-            self.gpu.wait()?;
-            self.collect_ready()?;
-        }
-    }
-
-    fn map_staging(&mut self, index: usize) {
-        let staging = &self.staging[index];
-        staging.state.store(PENDING, Ordering::Release);
-        let state = staging.state.clone();
-        let bytes = (staging.steps * metric::PER_STEP * 4) as u64;
-        staging
-            .buffer
-            .slice(..bytes)
-            .map_async(wgpu::MapMode::Read, move |result| {
-                state.store(
-                    if result.is_ok() { READY } else { FAILED },
-                    Ordering::Release,
-                );
-            });
-        self.in_flight.push_back(index);
-    }
-
-    fn collect_ready(&mut self) -> Result<Vec<StepMetrics>> {
-        let mut out = Vec::new();
-        while let Some(&index) = self.in_flight.front() {
-            let staging = &self.staging[index];
-            match staging.state.load(Ordering::Acquire) {
-                READY => {}
-                FAILED => bail!("reading losses back from the GPU failed (device lost?)"),
-                _ => break,
-            }
-            let bytes = (staging.steps * metric::PER_STEP * 4) as u64;
-            {
-                let view = staging.buffer.slice(..bytes).get_mapped_range()?;
-                let values: &[f32] = bytemuck::cast_slice(&view);
-                for (i, chunk) in values.chunks_exact(metric::PER_STEP).enumerate() {
-                    out.push(StepMetrics {
-                        step: staging.first_step + i as u64,
-                        values: chunk.try_into().expect("chunk of PER_STEP"),
-                    });
-                }
-            }
-            staging.buffer.unmap();
-            staging.state.store(IDLE, Ordering::Release);
-            self.in_flight.pop_front();
-        }
-        Ok(out)
-    }
-
     /// Metrics that have arrived from the GPU, without waiting.
     pub fn poll_metrics(&mut self) -> Result<Vec<StepMetrics>> {
         self.gpu
             .device
             .poll(wgpu::PollType::Poll)
             .context("the GPU device was lost")?;
-        self.collect_ready()
+        self.metrics.collect()
     }
 
     /// Wait for every step submitted so far and return the metrics not yet returned.
     pub fn finish(&mut self) -> Result<Vec<StepMetrics>> {
-        if self.steps_done > self.unrequested {
-            let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-            let staging = self.request_metrics(&mut encoder)?;
-            self.gpu.queue.submit([encoder.finish()]);
-            if let Some(index) = staging {
-                self.map_staging(index);
-            }
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        let staging = self
+            .metrics
+            .request(&self.gpu, &mut encoder, self.steps_done)?;
+        self.gpu.queue.submit([encoder.finish()]);
+        if let Some(index) = staging {
+            self.metrics.map(index);
         }
         self.gpu.wait()?;
-        self.collect_ready()
+        self.metrics.collect()
     }
 
     /// Generator images `[n, 1, 28, 28]` for `noise`, in eval mode (running statistics).
@@ -727,74 +553,14 @@ impl Executor {
     /// The `state_dict` of a network: parameters and running statistics read from
     /// the GPU, and `num_batches_tracked` of every BatchNorm layer.
     pub fn state_dict(&self, net: Net) -> Result<Vec<NamedTensor>> {
-        let state = &self.states[net as usize];
-        let params = buffers::read_all(&self.gpu, &state.params)?;
-        let running = buffers::read_all(&self.gpu, &state.running)?;
-        let mut out = Vec::new();
-        for slot in &state.layout.tensors {
-            let source = match slot.kind {
-                TensorKind::Parameter => &params,
-                TensorKind::Running => &running,
-            };
-            out.push(NamedTensor {
-                name: slot.name.clone(),
-                shape: slot.shape.clone(),
-                data: TensorData::F32(source[slot.offset..slot.offset + slot.len()].to_vec()),
-            });
-            if slot.name.ends_with("running_var") {
-                let layer = slot.name.trim_end_matches("running_var");
-                out.push(NamedTensor {
-                    name: format!("{layer}num_batches_tracked"),
-                    shape: Vec::new(),
-                    data: TensorData::I64(vec![state.batches_tracked as i64]),
-                });
-            }
-        }
-        Ok(out)
+        self.states[net as usize].state_dict(&self.gpu)
     }
 
-    /// Replace a network's parameters and running statistics (a checkpoint, a fixture).
-    /// Every tensor of the layout must be given with its exact shape.
+    /// Replace a network's parameters and running statistics (a checkpoint, a
+    /// fixture). As PyTorch's `load_state_dict(strict=True)`: every tensor of the
+    /// model with its exact shape, and nothing else.
     pub fn load_state_dict(&mut self, net: Net, tensors: &[NamedTensor]) -> Result<()> {
-        let state = &mut self.states[net as usize];
-        let mut params = vec![0.0f32; state.layout.parameters];
-        let mut running = vec![0.0f32; state.layout.running];
-        let mut tracked = None;
-        for slot in &state.layout.tensors {
-            let given = tensors
-                .iter()
-                .find(|t| t.name == slot.name)
-                .with_context(|| format!("{}: missing tensor {}", state.network.name, slot.name))?;
-            anyhow::ensure!(
-                given.shape == slot.shape,
-                "{}: {} has shape {:?}, the model needs {:?}",
-                state.network.name,
-                slot.name,
-                given.shape,
-                slot.shape
-            );
-            let TensorData::F32(values) = &given.data else {
-                bail!("{}: {} must be float32", state.network.name, slot.name);
-            };
-            let target = match slot.kind {
-                TensorKind::Parameter => &mut params,
-                TensorKind::Running => &mut running,
-            };
-            target[slot.offset..slot.offset + slot.len()].copy_from_slice(values);
-        }
-        for t in tensors
-            .iter()
-            .filter(|t| t.name.ends_with("num_batches_tracked"))
-        {
-            if let TensorData::I64(v) = &t.data {
-                tracked = v.first().copied();
-            }
-        }
-        let queue = &self.gpu.queue;
-        queue.write_buffer(&state.params, 0, bytemuck::cast_slice(&params));
-        queue.write_buffer(&state.running, 0, bytemuck::cast_slice(&running));
-        state.batches_tracked = tracked.unwrap_or(0).max(0) as u64;
-        Ok(())
+        self.states[net as usize].load_state_dict(&self.gpu, tensors)
     }
 
     /// Replace AdamW's moments of a network and the step count (resuming, tests).
@@ -805,35 +571,9 @@ impl Executor {
         exp_avg_sq: &[NamedTensor],
         steps_done: u64,
     ) -> Result<()> {
-        let state = &self.states[net as usize];
-        for (tensors, buffer) in [(exp_avg, &state.exp_avg), (exp_avg_sq, &state.exp_avg_sq)] {
-            let mut flat = vec![0.0f32; state.layout.parameters];
-            for slot in state
-                .layout
-                .tensors
-                .iter()
-                .filter(|t| t.kind == TensorKind::Parameter)
-            {
-                let given = tensors
-                    .iter()
-                    .find(|t| t.name == slot.name)
-                    .with_context(|| format!("missing optimizer state for {}", slot.name))?;
-                let TensorData::F32(values) = &given.data else {
-                    bail!("optimizer state for {} must be float32", slot.name);
-                };
-                anyhow::ensure!(
-                    values.len() == slot.len(),
-                    "optimizer state for {} has the wrong size",
-                    slot.name
-                );
-                flat[slot.offset..slot.offset + slot.len()].copy_from_slice(values);
-            }
-            self.gpu
-                .queue
-                .write_buffer(buffer, 0, bytemuck::cast_slice(&flat));
-        }
+        self.states[net as usize].load_moments(&self.gpu, exp_avg, exp_avg_sq)?;
         self.steps_done = steps_done;
-        self.unrequested = steps_done;
+        self.metrics.skip_to(steps_done);
         Ok(())
     }
 
@@ -842,13 +582,7 @@ impl Executor {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for state in &self.states {
-            let (params, running) = state.network.initial_state(&mut rng);
-            self.gpu
-                .queue
-                .write_buffer(&state.params, 0, bytemuck::cast_slice(&params));
-            self.gpu
-                .queue
-                .write_buffer(&state.running, 0, bytemuck::cast_slice(&running));
+            state.initialise(&self.gpu, &mut rng);
         }
         Ok(())
     }
@@ -929,7 +663,7 @@ impl Executor {
         let labels: Vec<String> = dispatches.iter().map(|d| d.label.clone()).collect();
         self.gpu.queue.submit([encoder.finish()]);
         self.advance_counters();
-        self.unrequested = self.steps_done;
+        self.metrics.skip_to(self.steps_done);
         let ticks: Vec<u64> = buffers::read(&self.gpu, &resolve, 0, count as usize)?;
         let period = f64::from(self.gpu.queue.get_timestamp_period()) * 1e-9;
         Ok(labels
@@ -951,47 +685,18 @@ impl Executor {
 
     /// Bytes of device memory held by the executor's buffers.
     pub fn device_bytes(&self) -> u64 {
-        let states: u64 = self
-            .states
-            .iter()
-            .flat_map(|s| {
-                [
-                    &s.params,
-                    &s.grads,
-                    &s.exp_avg,
-                    &s.exp_avg_sq,
-                    &s.running,
-                    &s.hyper,
-                ]
-            })
-            .map(|b| b.size())
-            .sum();
+        let states: u64 = self.states.iter().map(NetworkState::device_bytes).sum();
         let dataset: u64 = self
             .dataset_buffers
             .iter()
             .flat_map(|(a, b, c)| [a.size(), b.size(), c.size()])
             .sum();
         let workspace: u64 = self.workspace.values().map(|b| b.size()).sum();
-        let staging: u64 = self.staging.iter().map(|s| s.buffer.size()).sum();
-        states + dataset + workspace + staging + self.metrics.size() + self.step_info.size()
+        states + dataset + workspace + self.metrics.device_bytes() + self.step_info.size()
     }
 
     /// Distinct pipelines compiled.
     pub fn pipelines(&self) -> usize {
         self.kernels.len()
     }
-}
-
-/// A `state_dict` entry.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NamedTensor {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub data: TensorData,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum TensorData {
-    F32(Vec<f32>),
-    I64(Vec<i64>),
 }
