@@ -23,6 +23,7 @@ use dcgan_wgpu::kernels::matmul::MatMul;
 use dcgan_wgpu::kernels::{Dispatch, Kernels, Launch, View};
 use dcgan_wgpu::model::{self, Layer, Network};
 use dcgan_wgpu::shapes::{Activation, AdamW, ConvShape, LinearShape};
+use dcgan_wgpu::timing;
 use serde_json::json;
 
 /// The seed's noise dimension.
@@ -380,59 +381,6 @@ fn run_once(gpu: &Gpu, dispatch: &Dispatch) -> Result<()> {
     gpu.wait()
 }
 
-/// Seconds per run from GPU timestamps: `runs` passes of one dispatch each in one
-/// submission, so only the kernels themselves are measured.
-fn gpu_seconds(gpu: &Gpu, dispatch: &Dispatch, runs: usize) -> Result<Vec<f64>> {
-    let count = 2 * runs as u32;
-    let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-        label: Some("bench"),
-        ty: wgpu::QueryType::Timestamp,
-        count,
-    });
-    let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("bench resolve"),
-        size: u64::from(count) * 8,
-        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let mut encoder = gpu.device.create_command_encoder(&Default::default());
-    for run in 0..runs as u32 {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(&dispatch.label),
-            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                query_set: &queries,
-                beginning_of_pass_write_index: Some(2 * run),
-                end_of_pass_write_index: Some(2 * run + 1),
-            }),
-        });
-        dispatch.record(&mut pass);
-    }
-    encoder.resolve_query_set(&queries, 0..count, &resolve, 0);
-    gpu.queue.submit([encoder.finish()]);
-    let ticks: Vec<u64> = buffers::read(gpu, &resolve, 0, count as usize)?;
-    let period = f64::from(gpu.queue.get_timestamp_period()) * 1e-9;
-    Ok(ticks
-        .chunks_exact(2)
-        .map(|pair| pair[1].saturating_sub(pair[0]) as f64 * period)
-        .collect())
-}
-
-/// Seconds per run from the wall clock around submit + wait, one submission each
-/// (includes submission and synchronisation overhead).
-fn wall_seconds(gpu: &Gpu, dispatch: &Dispatch, runs: usize) -> Result<Vec<f64>> {
-    (0..runs)
-        .map(|_| {
-            let mut encoder = gpu.device.create_command_encoder(&Default::default());
-            dispatch.record(&mut encoder.begin_compute_pass(&Default::default()));
-            let commands = encoder.finish();
-            let started = Instant::now();
-            gpu.queue.submit([commands]);
-            gpu.wait()?;
-            Ok(started.elapsed().as_secs_f64())
-        })
-        .collect()
-}
-
 /// Median, min and max of some timings, in seconds.
 #[derive(Clone, Copy, Debug)]
 struct Summary {
@@ -476,11 +424,7 @@ fn time_case(gpu: &Gpu, kernels: &mut Kernels, case: &Case, runs: usize) -> Resu
     let dispatch = kernels.bind(gpu, &case.launch, &views)?;
     run_once(gpu, &dispatch)?;
     let first_run = started.elapsed().as_secs_f64();
-    let seconds = if gpu.timestamps {
-        gpu_seconds(gpu, &dispatch, runs)?
-    } else {
-        wall_seconds(gpu, &dispatch, runs)?
-    };
+    let seconds = timing::seconds(gpu, &vec![&dispatch; runs])?;
     Ok(Measurement {
         summary: Summary::of(seconds),
         first_run,

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -19,6 +18,7 @@ use crate::device::Gpu;
 use crate::kernels::gemm::Tiling;
 use crate::kernels::matmul::MatMul;
 use crate::kernels::{Dispatch, Launch};
+use crate::timing;
 
 /// Bump when generated kernels change, so cached choices are timed again.
 const GENERATOR_VERSION: u32 = 1;
@@ -163,7 +163,7 @@ impl Autotuner {
     }
 
     /// Write the cache (atomically) if anything was added.
-    pub fn save(&self) -> Result<()> {
+    pub fn save(&mut self) -> Result<()> {
         if !self.dirty {
             return Ok(());
         }
@@ -177,27 +177,15 @@ impl Autotuner {
         write_atomically(
             &path,
             serde_json::to_string_pretty(&self.entries)?.as_bytes(),
-        )
+        )?;
+        self.dirty = false;
+        Ok(())
     }
 }
 
-/// Best of three runs after a warm-up run (which also compiles the shader).
+/// Best of three runs after a warm-up run (which also compiles the shader), on the
+/// wall clock: what a training step pays, submission overhead included.
 fn time(gpu: &Gpu, dispatch: &Dispatch) -> Result<f64> {
-    let run = || -> Result<f64> {
-        let started = Instant::now();
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            dispatch.record(&mut pass);
-        }
-        gpu.queue.submit([encoder.finish()]);
-        gpu.wait()?;
-        Ok(started.elapsed().as_secs_f64())
-    };
-    run()?;
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        best = best.min(run()?);
-    }
-    Ok(best)
+    let seconds = timing::wall_seconds(gpu, &[dispatch; 4])?;
+    Ok(seconds[1..].iter().copied().fold(f64::INFINITY, f64::min))
 }

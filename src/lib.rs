@@ -13,4 +13,5 @@ pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod shapes;
+pub mod timing;
 pub mod train;

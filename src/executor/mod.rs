@@ -241,8 +241,11 @@ impl Executor {
         }
         executor.allocate_workspace(lowered.iter().flat_map(|(_, ops)| ops).chain(&sample_ops));
         if config.autotune {
-            let all_ops = lowered.iter().flat_map(|(_, ops)| ops).chain(&sample_ops);
-            executor.autotune(&mut tuner, all_ops)?;
+            // Only the full batch's products: the last batch of an epoch and the
+            // sample grid run rarely and keep default tilings, which saves minutes
+            // of shader compilation on a software adapter.
+            let full_batch_ops = lowered.iter().take(1).flat_map(|(_, ops)| ops);
+            executor.autotune(&mut tuner, full_batch_ops)?;
             for op in lowered
                 .iter_mut()
                 .flat_map(|(_, ops)| ops)
@@ -318,9 +321,11 @@ impl Executor {
                 pending.len(),
                 seconds * 1e3
             );
+            // Saved as it goes, so an interrupted first run keeps what it timed.
+            tuner.save()?;
         }
         self.kernels = kernels;
-        tuner.save()
+        Ok(())
     }
 
     fn allocate_workspace<'o>(&mut self, ops: impl Iterator<Item = &'o Op>) {
@@ -619,63 +624,23 @@ impl Executor {
             .collect())
     }
 
-    /// Run one training step with every dispatch in its own timed pass, and return
-    /// each dispatch's label and GPU time in seconds (needs timestamp queries).
+    /// Run one training step with every dispatch timed alone, and return each
+    /// dispatch's label and time in seconds: GPU timestamps around one compute pass
+    /// per dispatch where the adapter has them, otherwise the wall time of each
+    /// dispatch submitted alone and waited for (submission overhead included).
     /// Metrics of the step are not read; the step counts like any other.
     pub fn profile_step(&mut self, batch: usize, batch_start: usize) -> Result<Vec<(String, f64)>> {
-        anyhow::ensure!(self.gpu.timestamps, "this adapter has no timestamp queries");
         let plan = self
             .plans
             .get(&batch)
             .with_context(|| format!("no plan for batch size {batch}"))?;
         let dispatches: Vec<&Dispatch> = plan.dispatches().collect();
-        let count = (2 * dispatches.len()) as u32;
-        anyhow::ensure!(
-            count <= wgpu::QUERY_SET_MAX_QUERIES,
-            "too many dispatches to time"
-        );
-        let device = &self.gpu.device;
-        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count,
-        });
-        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile resolve"),
-            size: count as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
         self.write_step_uniforms(batch_start);
-        let mut encoder = device.create_command_encoder(&Default::default());
-        for (i, dispatch) in dispatches.iter().enumerate() {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&dispatch.label),
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &queries,
-                    beginning_of_pass_write_index: Some(2 * i as u32),
-                    end_of_pass_write_index: Some(2 * i as u32 + 1),
-                }),
-            });
-            dispatch.record(&mut pass);
-        }
-        encoder.resolve_query_set(&queries, 0..count, &resolve, 0);
+        let seconds = crate::timing::seconds(&self.gpu, &dispatches)?;
         let labels: Vec<String> = dispatches.iter().map(|d| d.label.clone()).collect();
-        self.gpu.queue.submit([encoder.finish()]);
         self.advance_counters();
         self.metrics.skip_to(self.steps_done);
-        let ticks: Vec<u64> = buffers::read(&self.gpu, &resolve, 0, count as usize)?;
-        let period = f64::from(self.gpu.queue.get_timestamp_period()) * 1e-9;
-        Ok(labels
-            .into_iter()
-            .enumerate()
-            .map(|(i, label)| {
-                (
-                    label,
-                    ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period,
-                )
-            })
-            .collect())
+        Ok(labels.into_iter().zip(seconds).collect())
     }
 
     /// Dispatches in one training step at `batch`.
