@@ -496,7 +496,7 @@ fn run(settings: &Settings, gpu: &Gpu) -> Result<()> {
     let tuner = Autotuner::load(gpu);
     let tiling = |m: &MatMul| {
         tuner
-            .cached(m)
+            .cached(gpu, m)
             .unwrap_or_else(|| autotune::default_tiling(gpu, m))
     };
     let cases: Vec<Case> = all_cases(settings, &tiling)?

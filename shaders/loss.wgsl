@@ -22,8 +22,18 @@ fn log1p(x: f32) -> f32 {
     return log(u) * (x / (u - 1.0));
 }
 
+// max(x, -100) that keeps NaN, as torch.clamp does (WGSL's max may drop it), so a
+// diverged discriminator shows a NaN loss. The test is on the bits: compilers may
+// assume x != x is false.
+fn clamp_log(x: f32) -> f32 {
+    if (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u {
+        return x;
+    }
+    return max(x, -100.0);
+}
+
 fn bce(p: f32) -> f32 {
-    return (TARGET - 1.0) * max(log1p(-p), -100.0) - TARGET * max(log(p), -100.0);
+    return (TARGET - 1.0) * clamp_log(log1p(-p)) - TARGET * clamp_log(log(p));
 }
 
 @compute @workgroup_size(REDUCE_LANES)

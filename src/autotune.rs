@@ -132,10 +132,13 @@ impl Autotuner {
     }
 
     /// The cached choice for `matmul` on this adapter, if timed before.
-    pub fn cached(&self, matmul: &MatMul) -> Option<Tiling> {
+    /// A choice that is not among today's candidates (an edited or stale cache)
+    /// is ignored.
+    pub fn cached(&self, gpu: &Gpu, matmul: &MatMul) -> Option<Tiling> {
         self.entries
             .get(&self.key(matmul))
             .and_then(|v| tiling_from(&v["tiling"]))
+            .filter(|t| candidates(gpu, matmul).contains(t))
     }
 
     /// Time every candidate of `matmul` (bound by `bind`) and remember the fastest.

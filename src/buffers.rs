@@ -11,6 +11,24 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
+/// Fail with a clear message when `len` 4-byte elements exceed what this device
+/// holds in one buffer binding (checked before allocating: wgpu would panic).
+pub fn ensure_fits(gpu: &Gpu, label: &str, len: usize) -> Result<()> {
+    let most = gpu
+        .limits
+        .max_buffer_size
+        .min(u64::from(gpu.limits.max_storage_buffer_binding_size));
+    let bytes = len as u64 * 4;
+    anyhow::ensure!(
+        bytes <= most,
+        "{label} would need {} MiB in one buffer, more than the {} MiB this adapter allows: \
+         use a smaller --batch-size or --feature-maps",
+        bytes.div_ceil(1 << 20),
+        most >> 20
+    );
+    Ok(())
+}
+
 /// A zeroed storage buffer of `len` 4-byte elements.
 pub fn storage(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
     gpu.device.create_buffer(&wgpu::BufferDescriptor {

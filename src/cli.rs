@@ -31,6 +31,8 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train the seed's DCGAN (the main job).
+    // `--lr -1` reaches the range check instead of reading as a flag.
+    #[command(allow_negative_numbers = true)]
     Train(TrainOptions),
     /// Draw a grid of samples from a generator checkpoint.
     Sample(SampleOptions),
@@ -101,7 +103,14 @@ fn generator_size(tensors: &[NamedTensor]) -> Result<(usize, usize)> {
         .find(|t| t.name == "layers.0.weight")
         .context("not a generator checkpoint: no layers.0.weight")?;
     match first.shape[..] {
-        [noise_dim, channels, 4, 4] if channels % 8 == 0 => Ok((noise_dim, channels / 8)),
+        [noise_dim, channels, 4, 4] if noise_dim > 0 && channels > 0 && channels % 8 == 0 => {
+            Ok((noise_dim, channels / 8))
+        }
+        [_, 1, 4, 4] => bail!(
+            "not a dcgan-wgpu generator checkpoint: layers.0.weight has shape {:?}, a \
+             discriminator's; pass a generator_<epoch>.safetensors",
+            first.shape
+        ),
         _ => bail!(
             "not a dcgan-wgpu generator checkpoint: layers.0.weight has shape {:?}",
             first.shape
@@ -109,7 +118,38 @@ fn generator_size(tensors: &[NamedTensor]) -> Result<(usize, usize)> {
     }
 }
 
+/// Refuse output paths that would overwrite an input or that cannot be written,
+/// before the (slow) GPU setup.
+fn check_sample_outputs(o: &SampleOptions) -> Result<()> {
+    let inputs = [Some(&o.generator), o.noise.as_ref()];
+    let outputs = [
+        (Some(&o.out), "png", "--out"),
+        (o.raw_output.as_ref(), "safetensors", "--raw-output"),
+    ];
+    for (path, extension, flag) in outputs {
+        let Some(path) = path else { continue };
+        if path.extension().and_then(|e| e.to_str()) != Some(extension) {
+            bail!("{flag} {} must end in .{extension}", path.display());
+        }
+        if inputs.iter().flatten().any(|input| *input == path) {
+            bail!("{flag} {} would overwrite an input file", path.display());
+        }
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(dir) = parent
+            && !dir.is_dir()
+        {
+            bail!(
+                "{flag} {}: the folder {} does not exist",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn sample(o: &SampleOptions, adapter: Option<&AdapterChoice>) -> Result<()> {
+    check_sample_outputs(o)?;
     let (tensors, _) = checkpoint::load(&o.generator)?;
     let (noise_dim, width) = generator_size(&tensors)?;
     let count = o.count as usize;

@@ -1,8 +1,8 @@
 //! `dcgan-wgpu train`: the seed's training run on the GPU.
 //!
 //! Outputs in `<out-dir>/<run-id>/`: `config.json`, `metrics.csv` (every step),
-//! `images/epoch{E}_batch{B}.png` every `--print-every` batches (a fixed noise batch,
-//! generator in eval mode), and `generator_{E}.safetensors` /
+//! `images/epoch{E}_batch{B}.png` every `--print-every` batches and after the last
+//! step (a fixed noise batch, generator in eval mode), and `generator_{E}.safetensors` /
 //! `discriminator_{E}.safetensors` after every epoch.
 
 use std::collections::{HashMap, VecDeque};
@@ -40,8 +40,8 @@ pub struct TrainOptions {
     #[arg(long)]
     pub offline: bool,
     /// Passes over the training set.
-    #[arg(long, default_value_t = 50)]
-    pub epochs: usize,
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub epochs: u32,
     /// Images per step (the last batch of an epoch may be smaller).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(2..=4096))]
     pub batch_size: u32,
@@ -73,7 +73,7 @@ pub struct TrainOptions {
     #[arg(long, default_value = "runs")]
     pub out_dir: PathBuf,
     /// Stop after this many steps in total (tests, benchmarks).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
     /// Print the dispatches of one training step and exit.
     #[arg(long)]
@@ -180,12 +180,13 @@ impl Run {
                 m.loss_d(),
                 values.join(",")
             )?;
-            if !(m.loss_g().is_finite() && m.loss_d().is_finite()) {
+            if !m.values.iter().all(|v| v.is_finite()) {
                 bail!(
-                    "training diverged at epoch {epoch}, batch {batch}: loss G = {}, loss D = {}; \
-                     checkpoints of finished epochs are in {}; try a lower --lr",
+                    "training diverged at epoch {epoch}, batch {batch}: loss G = {}, loss D = {}, \
+                     D(x) = {}; checkpoints of finished epochs are in {}; try a lower --lr",
                     m.loss_g(),
                     m.loss_d(),
+                    m.d_x(),
                     self.dir.display()
                 );
             }
@@ -260,8 +261,25 @@ fn checkpoint_metadata(o: &TrainOptions, epoch: usize) -> HashMap<String, String
     ])
 }
 
+/// Fail before the (slow) GPU setup when runs cannot be written to `out_dir`.
+fn check_writable(out_dir: &Path) -> Result<()> {
+    let cannot = || {
+        format!(
+            "cannot write runs to {}: pass a writable --out-dir",
+            out_dir.display()
+        )
+    };
+    std::fs::create_dir_all(out_dir).with_context(cannot)?;
+    let probe = out_dir.join(format!(".write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(cannot)?;
+    std::fs::remove_file(&probe).with_context(cannot)
+}
+
 pub fn train(o: &TrainOptions, adapter: Option<&AdapterChoice>) -> Result<PathBuf> {
     let optimizer = o.optimizer()?;
+    if !o.dump_schedule {
+        check_writable(&o.out_dir)?;
+    }
     let gpu = Gpu::open(adapter)?;
     let policy = if o.offline {
         DownloadPolicy::Never
@@ -318,7 +336,9 @@ pub fn train(o: &TrainOptions, adapter: Option<&AdapterChoice>) -> Result<PathBu
     let mut rng = rand::rngs::StdRng::seed_from_u64(o.seed);
     let mut order: Vec<u32> = (0..images as u32).collect();
     let max_steps = o.max_steps.unwrap_or(u64::MAX);
-    for epoch in 0..o.epochs {
+    // The last step's (epoch, batch) when it drew no grid: the run ends with one.
+    let mut last_without_grid = None;
+    for epoch in 0..o.epochs as usize {
         if ex.steps_done() >= max_steps {
             break;
         }
@@ -338,18 +358,21 @@ pub fn train(o: &TrainOptions, adapter: Option<&AdapterChoice>) -> Result<PathBu
             }
             ex.step(size, b * batch, print)?;
             if print {
-                let samples = ex.sample(&noise)?;
-                grid::save(
-                    &run.dir.join(format!("images/epoch{epoch}_batch{b}.png")),
-                    &samples,
-                    28,
-                )?;
+                save_grid(&mut ex, &noise, &run.dir, epoch, b)?;
             }
+            last_without_grid = (!print).then_some((epoch, b));
             let arrived = ex.poll_metrics()?;
             run.record(arrived, ex.steps_done())?;
             run.status(epoch, b + 1, batches, ex.steps_done());
         }
+        // Every step's metrics are checked before the epoch's checkpoints are
+        // written, so a diverged model is never saved (one wait per epoch).
+        let arrived = ex.finish()?;
+        run.record(arrived, ex.steps_done())?;
         save_checkpoints(&ex, o, &run.dir, epoch)?;
+    }
+    if let Some((epoch, b)) = last_without_grid {
+        save_grid(&mut ex, &noise, &run.dir, epoch, b)?;
     }
     let arrived = ex.finish()?;
     run.record(arrived, ex.steps_done())?;
@@ -364,13 +387,31 @@ pub fn train(o: &TrainOptions, adapter: Option<&AdapterChoice>) -> Result<PathBu
     Ok(run.dir)
 }
 
+/// The sample grid of the fixed noise after `epoch`'s batch `b`.
+fn save_grid(ex: &mut Executor, noise: &[f32], dir: &Path, epoch: usize, b: usize) -> Result<()> {
+    let samples = ex.sample(noise)?;
+    grid::save(
+        &dir.join(format!("images/epoch{epoch}_batch{b}.png")),
+        &samples,
+        28,
+    )
+}
+
 fn save_checkpoints(ex: &Executor, o: &TrainOptions, dir: &Path, epoch: usize) -> Result<()> {
     for (net, name) in [
         (Net::Generator, "generator"),
         (Net::Discriminator, "discriminator"),
     ] {
         let path = dir.join(format!("{name}_{epoch}.safetensors"));
-        checkpoint::save(&path, &ex.state_dict(net)?, checkpoint_metadata(o, epoch))?;
+        let tensors = ex.state_dict(net)?;
+        if let Some(t) = tensors.iter().find(|t| !t.is_finite()) {
+            bail!(
+                "training diverged in epoch {epoch}: the {name}'s {} holds NaN or infinite values \
+                 (not saved); try a lower --lr",
+                t.name
+            );
+        }
+        checkpoint::save(&path, &tensors, checkpoint_metadata(o, epoch))?;
     }
     Ok(())
 }

@@ -53,7 +53,7 @@ fn candidates_fit_and_the_tuned_choice_is_cached() {
             ctx.zeros(shape.output_len()),
         );
         let mut tuner = Autotuner::load(&ctx.gpu);
-        assert_eq!(tuner.cached(&matmul), None);
+        assert_eq!(tuner.cached(&ctx.gpu, &matmul), None);
         let mut timed = 0;
         let (best, seconds) = tuner
             .tune(&ctx.gpu, &matmul, |launch| {
@@ -70,7 +70,18 @@ fn candidates_fit_and_the_tuned_choice_is_cached() {
         assert!(seconds > 0.0);
         tuner.save().unwrap();
         let reloaded = Autotuner::load(&ctx.gpu);
-        assert_eq!(reloaded.cached(&matmul), Some(best));
-        assert_eq!(reloaded.cached(&seed_layer(ConvPass::InputGrad)), None);
+        assert_eq!(reloaded.cached(&ctx.gpu, &matmul), Some(best));
+        assert_eq!(
+            reloaded.cached(&ctx.gpu, &seed_layer(ConvPass::InputGrad)),
+            None
+        );
+
+        // An edited or stale entry (a tiling no candidate has) is ignored, not run.
+        let path = cache.path().join("tilings.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lanes = format!("\"lanes\": {}", best.lanes);
+        assert!(text.contains(&lanes), "{text}");
+        std::fs::write(&path, text.replace(&lanes, "\"lanes\": 0")).unwrap();
+        assert_eq!(Autotuner::load(&ctx.gpu).cached(&ctx.gpu, &matmul), None);
     });
 }

@@ -373,6 +373,24 @@ fn wrong_image_size_for_dataset() {
 }
 
 #[test]
+fn too_few_images_to_train_on() {
+    for count in [0, 1] {
+        let dir = TempDir::new().unwrap();
+        write_file(dir.path(), IMAGES_GZ, &gzip(&idx_images(count, 28, 28)));
+        write_file(dir.path(), LABELS_GZ, &gzip(&idx_labels(count)));
+        let message = message(load_training_set(
+            Dataset::Mnist,
+            dir.path(),
+            &DownloadPolicy::Never,
+        ));
+        assert_mentions(
+            &message,
+            &[IMAGES_GZ, &format!("holds {count} images"), "at least 2"],
+        );
+    }
+}
+
+#[test]
 fn label_out_of_range_for_dataset() {
     let dir = TempDir::new().unwrap();
     let mut labels = idx_labels(2);

@@ -434,6 +434,12 @@ fn sigmoid_bce_head_matches_pytorch_semantics() {
             let (dz, metrics) = run_head(ctx, &[wrong], target, 0);
             assert_eq!(metrics[SLOTS.loss], 100.0);
             assert_eq!(dz[0], 0.0);
+            // A NaN logit (a diverged discriminator) gives a NaN loss, as in PyTorch,
+            // not the clamp's 100.
+            let (_, metrics) = run_head(ctx, &[0.5, f32::NAN], target, 1);
+            let slot = SLOTS.per_step;
+            assert!(metrics[slot + SLOTS.loss].is_nan(), "{metrics:?}");
+            assert!(metrics[slot + SLOTS.mean_probability].is_nan());
         }
     });
 }

@@ -762,6 +762,9 @@ fn bce_clamps_the_logarithms_at_minus_100() {
     assert_eq!(loss::bce_forward(&[1.0], &[0.0]), 100.0);
     assert_eq!(loss::bce_forward(&[0.0, 1.0], &[0.0, 1.0]), 0.0);
     assert_eq!(loss::bce_forward(&[0.0, 1.0], &[1.0, 1.0]), 50.0);
+    // NaN passes the clamp, as with torch.clamp: divergence stays visible.
+    assert!(loss::bce_forward(&[f32::NAN, 0.5], &[1.0, 1.0]).is_nan());
+    assert!(loss::bce_forward(&[f32::NAN], &[0.0]).is_nan());
     assert_close(
         &[loss::bce_forward(&[0.5], &[1.0])],
         &[std::f32::consts::LN_2],

@@ -72,6 +72,8 @@ fn train_writes_the_seed_outputs_and_checkpoints_reload() {
             "epoch0_batch0.png",
             "epoch0_batch8.png",
             "epoch0_batch16.png",
+            // The run ends with a grid of its last step.
+            "epoch0_batch23.png",
         ] {
             let grid = image::open(dir.join("images").join(image))
                 .expect(image)
@@ -153,8 +155,44 @@ fn bad_input_gives_one_clear_line() {
         (vec!["train", "--beta1", "1.5"], "--beta1 must be in [0, 1)"),
         (vec!["train", "--dataset", "cifar"], "cifar"),
         (
+            vec!["train", "--lr", "-1"],
+            "--lr must be a positive number",
+        ),
+        (vec!["train", "--epochs", "0"], "0 is not in 1.."),
+        (vec!["train", "--max-steps", "0"], "0 is not in 1.."),
+        (
             vec!["sample", "--generator", "/nonexistent.safetensors"],
             "could not read checkpoint",
+        ),
+        (
+            vec![
+                "sample",
+                "--generator",
+                "g.safetensors",
+                "--out",
+                "g.safetensors",
+            ],
+            "--out g.safetensors must end in .png",
+        ),
+        (
+            vec![
+                "sample",
+                "--generator",
+                "g.safetensors",
+                "--raw-output",
+                "g.safetensors",
+            ],
+            "would overwrite an input file",
+        ),
+        (
+            vec![
+                "sample",
+                "--generator",
+                "g.safetensors",
+                "--out",
+                "/nonexistent/x.png",
+            ],
+            "the folder /nonexistent does not exist",
         ),
     ];
     for (args, expected) in cases {
@@ -175,6 +213,15 @@ fn bad_input_gives_one_clear_line() {
             "{args:?}: expected `{expected}` in:\n{text}"
         );
     }
+    // An --out-dir that cannot be written fails before any GPU work.
+    let file = out.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let mut command = binary();
+    command.args(["train", "--out-dir"]).arg(file.join("runs"));
+    let (ok, text) = run(command);
+    assert!(!ok);
+    assert!(text.contains("cannot write runs to"), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
     // Offline with no data: says where to put the files.
     let mut command = binary();
     command
@@ -184,6 +231,69 @@ fn bad_input_gives_one_clear_line() {
     assert!(!ok);
     assert!(text.contains("train-images-idx3-ubyte"), "{text}");
     assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+}
+
+#[test]
+fn a_diverged_run_stops_with_a_clear_error_and_saves_no_checkpoint() {
+    common::with_gpu(|_| {
+        let out = tempfile::tempdir().unwrap();
+        let mut command = binary();
+        command.args([
+            "train",
+            "--data-dir",
+            MNIST_5K,
+            "--offline",
+            "--no-autotune",
+        ]);
+        command.args([
+            "--batch-size",
+            "8",
+            "--feature-maps",
+            "8",
+            "--max-steps",
+            "12",
+        ]);
+        // A learning rate this large turns the discriminator's outputs into NaN
+        // within a few steps.
+        command.args(["--lr", "1e6", "--out-dir"]).arg(out.path());
+        let (ok, text) = run(command);
+        assert!(!ok, "a diverged run must fail:\n{text}");
+        assert!(text.contains("training diverged at epoch 0"), "{text}");
+        let dir = only_run_dir(out.path());
+        let saved: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|name| name.ends_with(".safetensors"))
+            .collect();
+        assert!(saved.is_empty(), "NaN checkpoints written: {saved:?}");
+        let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+        assert!(csv.contains("NaN"), "the diverged step is logged:\n{csv}");
+    });
+}
+
+#[test]
+fn a_model_too_large_for_the_adapter_is_refused_clearly() {
+    common::with_gpu(|_| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.safetensors");
+        // 1 MiB on disk, but a generator of width 2048: gigabytes of parameters.
+        let tensor = dcgan_wgpu::executor::NamedTensor {
+            name: "layers.0.weight".into(),
+            shape: vec![1, 16384, 4, 4],
+            data: TensorData::F32(vec![0.0; 16384 * 16]),
+        };
+        checkpoint::save(&path, &[tensor], Default::default()).unwrap();
+        let mut command = binary();
+        command
+            .args(["sample", "--generator"])
+            .arg(&path)
+            .arg("--out")
+            .arg(dir.path().join("x.png"));
+        let (ok, text) = run(command);
+        assert!(!ok);
+        assert!(text.contains("MiB in one buffer"), "{text}");
+        assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+    });
 }
 
 #[test]
@@ -209,5 +319,6 @@ fn a_checkpoint_of_another_model_is_refused_clearly() {
             text.contains("not a dcgan-wgpu generator checkpoint"),
             "{text}"
         );
+        assert!(text.contains("a discriminator's"), "{text}");
     });
 }

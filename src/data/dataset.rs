@@ -199,6 +199,14 @@ fn check_fits_dataset(
     labels_path: &Path,
 ) -> Result<()> {
     let images = &training_set.images;
+    // BatchNorm needs two images in a batch.
+    if images.count < 2 {
+        bail!(
+            "{}: holds {} images, too few to train on (at least 2): {REDOWNLOAD_ADVICE}",
+            images_path.display(),
+            images.count
+        );
+    }
     if (images.rows, images.cols) != (IMAGE_SIDE, IMAGE_SIDE) {
         bail!(
             "{}: images are {}x{} but {dataset} images are {IMAGE_SIDE}x{IMAGE_SIDE}; this is not the {dataset} training set: {REDOWNLOAD_ADVICE}",

@@ -154,7 +154,7 @@ impl Executor {
         let mut tuner = Autotuner::load(&gpu);
         let tiling = |m: &MatMul| {
             tuner
-                .cached(m)
+                .cached(&gpu, m)
                 .unwrap_or_else(|| autotune::default_tiling(&gpu, m))
         };
         let metrics = MetricsRing::new(&gpu);
@@ -237,9 +237,10 @@ impl Executor {
             gpu,
         };
         if let Inputs::Dataset { pixels, .. } = &config.inputs {
+            buffers::ensure_fits(&executor.gpu, "the training set", pixels.len().div_ceil(4))?;
             executor.upload_dataset(pixels);
         }
-        executor.allocate_workspace(lowered.iter().flat_map(|(_, ops)| ops).chain(&sample_ops));
+        executor.allocate_workspace(lowered.iter().flat_map(|(_, ops)| ops).chain(&sample_ops))?;
         if config.autotune {
             // Only the full batch's products: the last batch of an epoch and the
             // sample grid run rarely and keep default tilings, which saves minutes
@@ -256,7 +257,7 @@ impl Executor {
                     matmul: Some(m),
                     ..
                 } = op
-                    && let Some(t) = tuner.cached(m)
+                    && let Some(t) = tuner.cached(&executor.gpu, m)
                 {
                     *launch = m.launch(t);
                 }
@@ -299,13 +300,14 @@ impl Executor {
                 bindings,
                 ..
             } = op
-                && tuner.cached(m).is_none()
+                && tuner.cached(&self.gpu, m).is_none()
                 && !pending.iter().any(|(p, _)| p.key() == m.key())
             {
                 pending.push((m, bindings));
             }
         }
         let mut kernels = std::mem::take(&mut self.kernels);
+        let mut caching = true;
         for (i, (matmul, bindings)) in pending.iter().enumerate() {
             let views: Vec<(&str, View)> = bindings
                 .iter()
@@ -321,14 +323,20 @@ impl Executor {
                 pending.len(),
                 seconds * 1e3
             );
-            // Saved as it goes, so an interrupted first run keeps what it timed.
-            tuner.save()?;
+            // Saved as it goes, so an interrupted first run keeps what it timed. A
+            // cache that cannot be written costs time next run, not this run.
+            if caching && let Err(e) = tuner.save() {
+                eprintln!(
+                    "warning: kernel tilings not cached ({e:#}); they are timed again next run"
+                );
+                caching = false;
+            }
         }
         self.kernels = kernels;
         Ok(())
     }
 
-    fn allocate_workspace<'o>(&mut self, ops: impl Iterator<Item = &'o Op>) {
+    fn allocate_workspace<'o>(&mut self, ops: impl Iterator<Item = &'o Op>) -> Result<()> {
         let mut sizes: HashMap<String, usize> = HashMap::new();
         let mut note = |t: &Tensor| {
             if let Buf::Work(key) = &t.buf {
@@ -345,10 +353,14 @@ impl Executor {
                 }
             }
         }
+        for (key, &len) in &sizes {
+            buffers::ensure_fits(&self.gpu, &format!("activation {key}"), len)?;
+        }
         for (key, len) in sizes {
             let buffer = buffers::storage(&self.gpu, &key, len);
             self.workspace.insert(key, buffer);
         }
+        Ok(())
     }
 
     fn buffer(&self, buf: &Buf) -> &wgpu::Buffer {

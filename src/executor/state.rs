@@ -29,6 +29,7 @@ impl NetworkState {
         network.validate().map_err(|e| anyhow!(e))?;
         let layout = network.layout();
         let name = network.name;
+        buffers::ensure_fits(gpu, &format!("the {name}'s parameters"), layout.parameters)?;
         let make = |what: &str, len| buffers::storage(gpu, &format!("{name}.{what}"), len);
         Ok(NetworkState {
             params: make("params", layout.parameters),
@@ -193,4 +194,14 @@ pub struct NamedTensor {
 pub enum TensorData {
     F32(Vec<f32>),
     I64(Vec<i64>),
+}
+
+impl NamedTensor {
+    /// No NaN or infinity (integer tensors always are finite).
+    pub fn is_finite(&self) -> bool {
+        match &self.data {
+            TensorData::F32(values) => values.iter().all(|v| v.is_finite()),
+            TensorData::I64(_) => true,
+        }
+    }
 }

@@ -20,6 +20,11 @@
 
 use super::activation::sigmoid;
 
+/// `max(x, -100)`, keeping NaN as `torch.clamp` does (`f32::max` would drop it).
+fn clamp_log(x: f32) -> f32 {
+    if x.is_nan() { x } else { x.max(-100.0) }
+}
+
 /// `-mean(t*max(ln p, -100) + (1-t)*max(ln(1-p), -100))`, as `torch.nn.BCELoss()`.
 ///
 /// Each term is computed in `f32` like PyTorch (`ln(1-p)` as `ln_1p(-p)`), the mean in `f64`.
@@ -29,8 +34,8 @@ pub fn bce_forward(p: &[f32], t: &[f32]) -> f32 {
         .iter()
         .zip(t)
         .map(|(&p, &t)| {
-            let log_p = p.ln().max(-100.0);
-            let log_1mp = (-p).ln_1p().max(-100.0);
+            let log_p = clamp_log(p.ln());
+            let log_1mp = clamp_log((-p).ln_1p());
             f64::from((t - 1.0) * log_1mp - t * log_p)
         })
         .sum();
