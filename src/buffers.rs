@@ -17,7 +17,7 @@ pub fn ensure_fits(gpu: &Gpu, label: &str, len: usize) -> Result<()> {
     let most = gpu
         .limits
         .max_buffer_size
-        .min(u64::from(gpu.limits.max_storage_buffer_binding_size));
+        .min(gpu.limits.max_storage_buffer_binding_size);
     let bytes = len as u64 * 4;
     anyhow::ensure!(
         bytes <= most,
