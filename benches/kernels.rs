@@ -34,7 +34,9 @@ usage: cargo bench --bench kernels [-- [FILTER...] [--json] [--list]]
 
 Runs every benchmark whose name contains one of the FILTERs (all without one).
 Environment: BENCH_RUNS (timed runs, median reported; default 5), BENCH_BATCH
-(default 128), BENCH_FEATURE_MAPS (default 64), BENCH_JSON=1 (same as --json).
+(default 128), BENCH_FEATURE_MAPS (default 64), BENCH_JSON=1 (same as --json),
+BENCH_NO_AUTOTUNE=1 (cached or default tilings; otherwise the matrix products not
+timed before on this adapter have their tiling candidates timed first, as by train).
 The adapter is chosen as by dcgan-wgpu (WGPU_ADAPTER_NAME, WGPU_BACKEND).";
 
 struct Settings {
@@ -43,6 +45,7 @@ struct Settings {
     batch: usize,
     feature_maps: usize,
     json: bool,
+    autotune: bool,
     /// `cargo bench` passes `--bench`; without it (`cargo test --benches`, `--list`)
     /// the benchmarks are only listed, so test runs stay quick.
     timed: bool,
@@ -75,6 +78,7 @@ impl Settings {
             batch: env_count("BENCH_BATCH", 128)?,
             feature_maps: env_count("BENCH_FEATURE_MAPS", 64)?,
             json: env_flag("BENCH_JSON"),
+            autotune: !env_flag("BENCH_NO_AUTOTUNE"),
             timed: false,
         };
         let mut list = false;
@@ -127,6 +131,8 @@ struct Case {
     name: String,
     shape: String,
     tiling: Option<Tiling>,
+    /// The matrix product behind a GEMM-based launch (its tiling can be tuned).
+    matmul: Option<MatMul>,
     work: Work,
     launch: Launch,
     bindings: Vec<(&'static str, Contents)>,
@@ -213,6 +219,7 @@ fn conv_cases(net: &Network, batch: usize, tiling: TilingChoice) -> Result<Vec<C
                 name: format!("{}.{i}.{kind}.{pass_name}", net.name),
                 shape: conv_shape_text(&s),
                 tiling: Some(chosen),
+                matmul: Some(matmul),
                 work: Work::Flops(2.0 * s.macs() as f64),
                 bindings: random_bindings(&launch, |role| conv_role_len(&s, role))?,
                 launch,
@@ -264,6 +271,7 @@ fn batchnorm_cases(net: &Network, batch: usize) -> Result<Vec<Case>> {
                     s.batch, s.channels, s.height, s.width
                 ),
                 tiling: None,
+                matmul: None,
                 work: Work::Bytes(tensors * 4.0 * s.len() as f64),
                 bindings: random_bindings(&launch, len_of)?,
                 launch,
@@ -282,6 +290,7 @@ fn adamw_case(generator: &Network) -> Case {
         name: format!("{}.adamw.step", generator.name),
         shape: format!("{count} parameters"),
         tiling: None,
+        matmul: None,
         // Reads params, grads and both moments; writes params and both moments.
         work: Work::Bytes(7.0 * 4.0 * count as f64),
         bindings: vec![
@@ -324,6 +333,7 @@ fn matmul_case(batch: usize, tiling: TilingChoice) -> Result<Case> {
         name: "matmul.linear.forward".to_string(),
         shape: format!("{}x{}->{}", s.batch, s.in_features, s.out_features),
         tiling: Some(chosen),
+        matmul: Some(matmul),
         work: Work::Flops(2.0 * (s.batch * s.in_features * s.out_features) as f64),
         bindings: random_bindings(&launch, len_of)?,
         launch,
@@ -492,6 +502,29 @@ fn json_row(case: &Case, m: &Measurement) -> serde_json::Value {
     })
 }
 
+/// Time the tiling candidates of every case's product not timed before on this
+/// adapter (as `train` does for its own products), and use the fastest.
+fn autotune(gpu: &Gpu, kernels: &mut Kernels, cases: &mut [Case]) -> Result<()> {
+    let mut tuner = Autotuner::load(gpu);
+    for case in cases {
+        let Some(matmul) = case.matmul else { continue };
+        if tuner.cached(gpu, &matmul).is_some() {
+            continue;
+        }
+        let buffers = allocate(gpu, case);
+        let views: Vec<(&str, View)> = buffers
+            .iter()
+            .map(|(role, buffer)| (*role, View::whole(buffer)))
+            .collect();
+        let (tiling, _) = tuner.tune(gpu, &matmul, |launch| kernels.bind(gpu, launch, &views))?;
+        eprintln!("autotune {}: {}", case.name, tiling.name());
+        case.tiling = Some(tiling);
+        case.launch = matmul.launch(tiling);
+        tuner.save()?;
+    }
+    Ok(())
+}
+
 fn run(settings: &Settings, gpu: &Gpu) -> Result<()> {
     let tuner = Autotuner::load(gpu);
     let tiling = |m: &MatMul| {
@@ -499,7 +532,7 @@ fn run(settings: &Settings, gpu: &Gpu) -> Result<()> {
             .cached(gpu, m)
             .unwrap_or_else(|| autotune::default_tiling(gpu, m))
     };
-    let cases: Vec<Case> = all_cases(settings, &tiling)?
+    let mut cases: Vec<Case> = all_cases(settings, &tiling)?
         .into_iter()
         .filter(|c| settings.selects(&c.name))
         .collect();
@@ -518,6 +551,9 @@ fn run(settings: &Settings, gpu: &Gpu) -> Result<()> {
         print_header(gpu, settings, timer);
     }
     let mut kernels = Kernels::new();
+    if settings.autotune {
+        autotune(gpu, &mut kernels, &mut cases)?;
+    }
     let mut rows = Vec::new();
     for case in &cases {
         let measurement = time_case(gpu, &mut kernels, case, settings.runs)

@@ -5,7 +5,8 @@
 //   weight_grad  dW[o,i] = sum_b dy[b,o] x[b,i]
 // The bias gradient is a channel sum (bias.wgsl). The forward pass reads rows of x and
 // W along k four floats at a time when IN_F allows (load_a / load_b); the gradients'
-// operands run along k with a stride, one float at a time.
+// operands run along k with a stride, one float at a time. Every pass loads through
+// load_a / load_b, so the module validates whichever width its program uses.
 // Constants (generated): BATCH, IN_F, OUT_F.
 
 struct Row {
@@ -15,10 +16,6 @@ struct Row {
 
 fn row(m: u32) -> Row {
     return Row(m, m < GEMM_M);
-}
-
-fn masked(values_valid: bool, value: f32) -> f32 {
-    return select(0.0, value, values_valid);
 }
 
 fn forward_a_row(g: u32, m: u32) -> Row {
@@ -48,16 +45,16 @@ fn input_grad_a_row(g: u32, m: u32) -> Row {
     return row(m);
 }
 
-fn input_grad_a_at(r: Row, k: u32) -> f32 {
-    return masked(r.valid, src_a[select(0u, r.index * OUT_F + k, r.valid)]);
+fn input_grad_a_at(r: Row, k: u32) -> AVec {
+    return select(A_ZERO, load_a(select(0u, r.index * OUT_F + k, r.valid)), r.valid);
 }
 
 fn input_grad_b_col(g: u32, n: u32) -> Row {
     return Row(n, n < GEMM_N);
 }
 
-fn input_grad_b_at(c: Row, k: u32) -> f32 {
-    return masked(c.valid, src_b[select(0u, k * IN_F + c.index, c.valid)]);
+fn input_grad_b_at(c: Row, k: u32) -> BVec {
+    return select(B_ZERO, load_b(select(0u, k * IN_F + c.index, c.valid)), c.valid);
 }
 
 fn input_grad_store(g: u32, m: u32, n: u32, value: f32) {
@@ -71,16 +68,16 @@ fn weight_grad_a_row(g: u32, m: u32) -> Row {
     return row(m);
 }
 
-fn weight_grad_a_at(r: Row, k: u32) -> f32 {
-    return masked(r.valid, src_a[select(0u, k * OUT_F + r.index, r.valid)]);
+fn weight_grad_a_at(r: Row, k: u32) -> AVec {
+    return select(A_ZERO, load_a(select(0u, k * OUT_F + r.index, r.valid)), r.valid);
 }
 
 fn weight_grad_b_col(g: u32, n: u32) -> Row {
     return Row(n, n < GEMM_N);
 }
 
-fn weight_grad_b_at(c: Row, k: u32) -> f32 {
-    return masked(c.valid, src_b[select(0u, k * IN_F + c.index, c.valid)]);
+fn weight_grad_b_at(c: Row, k: u32) -> BVec {
+    return select(B_ZERO, load_b(select(0u, k * IN_F + c.index, c.valid)), c.valid);
 }
 
 fn weight_grad_store(g: u32, m: u32, n: u32, value: f32) {

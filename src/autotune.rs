@@ -72,10 +72,15 @@ pub fn default_tiling(gpu: &Gpu, matmul: &MatMul) -> Tiling {
     let (_, n, _) = matmul.dims();
     let all = candidates(gpu, matmul);
     let preferred = if is_cpu(gpu) {
-        // Large enough to amortise loads; larger ones compile for tens of seconds.
-        all.iter().find(|t| {
-            t.tile_rows() == 8 * t.lanes && t.tile_cols as usize <= 64.min(n.next_multiple_of(4))
-        })
+        // The widest tile up to 64 columns: large enough to amortise loads (the
+        // usual winner of the timing on lavapipe); wider ones compile for tens of
+        // seconds.
+        all.iter()
+            .filter(|t| {
+                t.tile_rows() == 8 * t.lanes
+                    && t.tile_cols as usize <= 64.min(n.next_multiple_of(4))
+            })
+            .max_by_key(|t| t.tile_cols)
     } else {
         all.iter()
             .find(|t| t.tile_cols <= 4 && t.lanes == 64 && t.rows_per_lane == 4)

@@ -85,21 +85,27 @@ pub fn every_kernel() -> Vec<Launch> {
             }
         }
     }
-    let lin = LinearShape {
-        batch: 3,
-        in_features: 5,
-        out_features: 2,
-    };
-    for pass in [
-        LinearPass::Forward,
-        LinearPass::InputGrad,
-        LinearPass::WeightGrad,
-    ] {
-        let epilogue = Epilogue {
-            bias: pass == LinearPass::Forward,
-            ..Epilogue::default()
+    // 8 input features take the forward's vector loads, 5 the scalar ones.
+    for in_features in [8, 5] {
+        let lin = LinearShape {
+            batch: 3,
+            in_features,
+            out_features: 2,
         };
-        all.push(linear::launch(&lin, pass, epilogue, Tiling::PORTABLE));
+        for pass in [
+            LinearPass::Forward,
+            LinearPass::InputGrad,
+            LinearPass::WeightGrad,
+        ] {
+            let epilogue = Epilogue {
+                bias: pass == LinearPass::Forward,
+                ..Epilogue::default()
+            };
+            let form = linear::form(&lin, pass);
+            for tiling in TILINGS.into_iter().filter(|t| t.fits(form)) {
+                all.push(linear::launch(&lin, pass, epilogue, tiling));
+            }
+        }
     }
     let bn = BatchNormShape {
         batch: 2,
