@@ -20,8 +20,10 @@ use crate::shapes::AdamW;
 
 #[derive(Args, Clone, Debug)]
 pub struct BenchOptions {
+    /// Images per step.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(2..=4096))]
     pub batch_size: u32,
+    /// Length of the generator's noise vector.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub noise_dim: u32,
     /// Feature maps of the model (the seed's width is 64).

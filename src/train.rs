@@ -80,7 +80,7 @@ pub struct TrainOptions {
     pub dump_schedule: bool,
     /// Use cached or default kernel tilings instead of timing the candidates of
     /// kernels not timed before on this adapter (choices are cached in
-    /// ~/.cache/dcgan-wgpu).
+    /// $DCGAN_WGPU_CACHE_DIR, else $XDG_CACHE_HOME/dcgan-wgpu, else ~/.cache/dcgan-wgpu).
     #[arg(long)]
     pub no_autotune: bool,
 }
@@ -286,17 +286,25 @@ pub fn train(o: &TrainOptions, adapter: Option<&AdapterChoice>) -> Result<PathBu
     } else {
         DownloadPolicy::Official
     };
-    let set = data::load_training_set(o.dataset, &o.data_dir, &policy)?;
-    let images = set.images.count;
+    let image_pixels = data::IMAGE_SIDE * data::IMAGE_SIDE;
+    let (pixels, images) = if o.dump_schedule {
+        // The schedule does not depend on the images: one blank batch will do.
+        let images = o.batch_size as usize;
+        (vec![0; images * image_pixels], images)
+    } else {
+        let set = data::load_training_set(o.dataset, &o.data_dir, &policy)?;
+        eprintln!(
+            "dcgan-wgpu: {} training images from {}; adapter {}",
+            set.images.count,
+            o.dataset.name(),
+            gpu.describe()
+        );
+        (set.images.pixels, set.images.count)
+    };
     let batch = (o.batch_size as usize).min(images);
     let last = images % batch;
     let batches = images.div_ceil(batch);
     let (noise_dim, width) = (o.noise_dim as usize, o.feature_maps as usize);
-    eprintln!(
-        "dcgan-wgpu: {images} training images from {}; adapter {}",
-        o.dataset.name(),
-        gpu.describe()
-    );
     let config = ExecutorConfig {
         generator: model::seed_generator(noise_dim, width),
         discriminator: model::seed_discriminator(width),
@@ -305,8 +313,8 @@ pub fn train(o: &TrainOptions, adapter: Option<&AdapterChoice>) -> Result<PathBu
         samples: GRID_IMAGES,
         optimizer,
         inputs: Inputs::Dataset {
-            pixels: set.images.pixels,
-            image_pixels: set.images.rows * set.images.cols,
+            pixels,
+            image_pixels,
             seed: o.seed,
         },
         capture: false,

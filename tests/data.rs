@@ -16,7 +16,7 @@ use flate2::write::GzEncoder;
 use md5::{Digest, Md5};
 use tempfile::TempDir;
 
-const MNIST_5K: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist-5k");
+const MNIST_5K: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mnist-5k");
 const IMAGES_GZ: &str = "train-images-idx3-ubyte.gz";
 const LABELS_GZ: &str = "train-labels-idx1-ubyte.gz";
 const IMAGES_RAW: &str = "train-images-idx3-ubyte";

@@ -9,7 +9,7 @@ use std::process::Command;
 use dcgan_wgpu::checkpoint;
 use dcgan_wgpu::executor::TensorData;
 
-const MNIST_5K: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist-5k");
+const MNIST_5K: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mnist-5k");
 
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dcgan-wgpu"))
@@ -231,6 +231,35 @@ fn bad_input_gives_one_clear_line() {
     assert!(!ok);
     assert!(text.contains("train-images-idx3-ubyte"), "{text}");
     assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+}
+
+#[test]
+fn dump_schedule_lists_every_dispatch_of_a_step_without_data() {
+    common::with_gpu(|_| {
+        let mut command = binary();
+        command.args(["train", "--dump-schedule", "--data-dir", "/nonexistent"]);
+        command.args(["--batch-size", "8", "--feature-maps", "8"]);
+        let (ok, text) = run(command);
+        assert!(ok, "{text}");
+        let dispatches: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("workgroups ["))
+            .collect();
+        let summary = format!("{} dispatches, 1 submission per step", dispatches.len());
+        assert!(text.contains(&summary), "{summary}:\n{text}");
+        // The seed's order: data and noise first, the generator's update last.
+        assert!(dispatches[0].starts_with("data.gather"), "{text}");
+        assert!(
+            dispatches.last().unwrap().starts_with("adamw.step"),
+            "{text}"
+        );
+        for layer in [
+            "conv_transpose2d.forward 8x50x1x1->64",
+            "conv2d.forward 8x1x28x28->8",
+        ] {
+            assert!(text.contains(layer), "{layer}:\n{text}");
+        }
+    });
 }
 
 #[test]

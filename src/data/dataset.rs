@@ -11,7 +11,8 @@ use super::idx::{self, TrainingSet};
 
 const IMAGES_FILE: &str = "train-images-idx3-ubyte";
 const LABELS_FILE: &str = "train-labels-idx1-ubyte";
-const IMAGE_SIDE: usize = 28;
+/// Side of every image of the supported datasets.
+pub const IMAGE_SIDE: usize = 28;
 const CLASS_COUNT: u8 = 10;
 const REDOWNLOAD_ADVICE: &str =
     "delete the bad file and rerun to download a fresh copy, or replace it by hand";
