@@ -750,7 +750,7 @@ impl<'a> Lowering<'a> {
         let d_pre = if activation == Activation::Identity {
             grad
         } else {
-            let d_pre = Tensor::work(format!("{}.dpre{layer}", net.prefix()), grad.len);
+            let d_pre = next_gradient(&grad, grad.len);
             self.kernel(
                 activation::launch(ActivationPass::BackwardFromOutput, activation, grad.len),
                 vec![("y", output.clone()), ("dy", grad), ("dx", d_pre.clone())],
@@ -804,7 +804,7 @@ impl<'a> Lowering<'a> {
         if !needs_input_grad {
             return None;
         }
-        let dx = Tensor::work(format!("{}.dx{layer}", net.prefix()), shape.input_len());
+        let dx = next_gradient(&d_pre, shape.input_len());
         let input_grad = MatMul::Conv {
             shape: *shape,
             pass: ConvPass::InputGrad,
@@ -934,10 +934,7 @@ impl<'a> Lowering<'a> {
         if !needs_input_grad {
             return None;
         }
-        let dx = Tensor::work(
-            format!("{}.dx{layer}", net.prefix()),
-            shape.batch * shape.in_features,
-        );
+        let dx = next_gradient(&grad, shape.batch * shape.in_features);
         let input_grad = MatMul::Linear {
             shape: *shape,
             pass: LinearPass::InputGrad,
@@ -982,6 +979,19 @@ impl<'a> Lowering<'a> {
             });
         }
     }
+}
+
+/// The buffer for the gradient computed from `previous` in a backward chain. Each
+/// gradient is dead once the next one is computed (BatchNorm's backward works in
+/// place), so every chain, through both networks, alternates between two shared
+/// buffers, each as large as the largest gradient it holds: the generator's widest
+/// gradients alone would otherwise take 60 MiB at the seed's size.
+fn next_gradient(previous: &Tensor, len: usize) -> Tensor {
+    let key = match &previous.buf {
+        Buf::Work(key) if key == "grad.a" => "grad.b",
+        _ => "grad.a",
+    };
+    Tensor::work(key, len)
 }
 
 /// Where the value of a forward pass ends: the generator's images or the
