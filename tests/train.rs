@@ -28,6 +28,20 @@ fn run(mut command: Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `train` on the MNIST subset, offline, with default tilings, writing to `out_dir`.
+fn train_on_mnist_5k(out_dir: &Path) -> Command {
+    let mut command = binary();
+    command.args([
+        "train",
+        "--data-dir",
+        MNIST_5K,
+        "--offline",
+        "--no-autotune",
+    ]);
+    command.arg("--out-dir").arg(out_dir);
+    command
+}
+
 fn only_run_dir(out_dir: &Path) -> PathBuf {
     let runs: Vec<_> = std::fs::read_dir(out_dir)
         .unwrap()
@@ -41,26 +55,9 @@ fn only_run_dir(out_dir: &Path) -> PathBuf {
 fn train_writes_the_seed_outputs_and_checkpoints_reload() {
     common::with_gpu(|_| {
         let out = tempfile::tempdir().unwrap();
-        let mut command = binary();
-        command.args([
-            "train",
-            "--data-dir",
-            MNIST_5K,
-            "--batch-size",
-            "16",
-            "--max-steps",
-            "24",
-        ]);
-        command.args([
-            "--print-every",
-            "8",
-            "--feature-maps",
-            "16",
-            "--offline",
-            "--no-autotune",
-            "--out-dir",
-        ]);
-        command.arg(out.path());
+        let mut command = train_on_mnist_5k(out.path());
+        command.args(["--batch-size", "16", "--max-steps", "24"]);
+        command.args(["--print-every", "8", "--feature-maps", "16"]);
         let (ok, text) = run(command);
         assert!(ok, "train failed:\n{text}");
         assert!(
@@ -298,14 +295,7 @@ fn dump_schedule_lists_every_dispatch_of_a_step_without_data() {
 fn a_diverged_run_stops_with_a_clear_error_and_saves_no_checkpoint() {
     common::with_gpu(|_| {
         let out = tempfile::tempdir().unwrap();
-        let mut command = binary();
-        command.args([
-            "train",
-            "--data-dir",
-            MNIST_5K,
-            "--offline",
-            "--no-autotune",
-        ]);
+        let mut command = train_on_mnist_5k(out.path());
         command.args([
             "--batch-size",
             "8",
@@ -316,7 +306,7 @@ fn a_diverged_run_stops_with_a_clear_error_and_saves_no_checkpoint() {
         ]);
         // A learning rate this large turns the discriminator's outputs into NaN
         // within a few steps.
-        command.args(["--lr", "1e6", "--out-dir"]).arg(out.path());
+        command.args(["--lr", "1e6"]);
         let (ok, text) = run(command);
         assert!(!ok, "a diverged run must fail:\n{text}");
         assert!(text.contains("training diverged at epoch 0"), "{text}");
