@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -261,6 +262,23 @@ fn checkpoint_metadata(o: &TrainOptions, epoch: usize) -> HashMap<String, String
     ])
 }
 
+/// Set by Ctrl-C: the run stops after the current step and saves its checkpoints.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// A first Ctrl-C stops the run cleanly (an epoch on a software adapter lasts many
+/// minutes, and its training would be lost); a second one quits at once.
+fn stop_cleanly_on_ctrl_c() {
+    // Fails only if a handler is already installed (then that one stays).
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupted: stopping after this step and saving checkpoints (Ctrl-C again quits now)"
+        );
+    });
+}
+
 /// Fail before the (slow) GPU setup when runs cannot be written to `out_dir`.
 fn check_writable(out_dir: &Path) -> Result<()> {
     let cannot = || {
@@ -334,6 +352,7 @@ pub fn train(o: &TrainOptions, adapter: Option<&AdapterChoice>) -> Result<PathBu
     }
     ex.initialise(o.seed)?;
     let mut run = Run::create(&o.out_dir)?;
+    stop_cleanly_on_ctrl_c();
     let config = config_json(o, &ex.gpu, &run, images);
     checkpoint::write_atomically(
         &run.dir.join("config.json"),
@@ -346,15 +365,16 @@ pub fn train(o: &TrainOptions, adapter: Option<&AdapterChoice>) -> Result<PathBu
     let max_steps = o.max_steps.unwrap_or(u64::MAX);
     // The last step's (epoch, batch) when it drew no grid: the run ends with one.
     let mut last_without_grid = None;
+    let stop = |ex: &Executor| ex.steps_done() >= max_steps || INTERRUPTED.load(Ordering::SeqCst);
     for epoch in 0..o.epochs as usize {
-        if ex.steps_done() >= max_steps {
+        if stop(&ex) {
             break;
         }
         println!("Starting epoch {epoch}...");
         order.shuffle(&mut rng);
         ex.set_epoch_order(&order)?;
         for b in 0..batches {
-            if ex.steps_done() >= max_steps {
+            if stop(&ex) {
                 // Stopped early: keep what this epoch trained too.
                 break;
             }
@@ -385,6 +405,13 @@ pub fn train(o: &TrainOptions, adapter: Option<&AdapterChoice>) -> Result<PathBu
     let arrived = ex.finish()?;
     run.record(arrived, ex.steps_done())?;
     run.clear_status();
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!(
+            "interrupted after {} steps; checkpoints of the last epoch, finished or not, are in {}",
+            ex.steps_done(),
+            run.dir.display()
+        );
+    }
     let elapsed = run.started.elapsed().as_secs_f64();
     println!(
         "Finished unique run {} ({} steps in {elapsed:.1} s, {:.3} s/step)",

@@ -291,6 +291,56 @@ fn dump_schedule_lists_every_dispatch_of_a_step_without_data() {
     });
 }
 
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_after_the_step_and_saves_the_epoch_so_far() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    common::with_gpu(|_| {
+        let out = tempfile::tempdir().unwrap();
+        let mut command = train_on_mnist_5k(out.path());
+        command.args([
+            "--batch-size",
+            "8",
+            "--feature-maps",
+            "8",
+            "--print-every",
+            "5",
+        ]);
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Interrupt once training is under way (the first progress lines are out).
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = stdout.lines().map(|l| l.unwrap());
+        assert!(lines.any(|l| l.starts_with("epoch 0 batch   10:")));
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "an interrupted run reports it");
+        assert!(stderr.contains("interrupted after"), "{stderr}");
+        let dir = only_run_dir(out.path());
+        let (tensors, _) = checkpoint::load(&dir.join("generator_0.safetensors")).unwrap();
+        let tracked = tensors
+            .iter()
+            .find(|t| t.name == "layers.1.num_batches_tracked")
+            .unwrap();
+        let TensorData::I64(steps) = &tracked.data else {
+            panic!("num_batches_tracked is int64")
+        };
+        // Every step it trained is in the checkpoint and in the log.
+        assert!(steps[0] > 10 && steps[0] < 625, "{steps:?}");
+        let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+        assert_eq!(csv.lines().count() as i64 - 1, steps[0]);
+    });
+}
+
 #[test]
 fn a_diverged_run_stops_with_a_clear_error_and_saves_no_checkpoint() {
     common::with_gpu(|_| {
