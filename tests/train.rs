@@ -42,6 +42,19 @@ fn train_on_mnist_5k(out_dir: &Path) -> Command {
     command
 }
 
+/// `num_batches_tracked` of a checkpoint's first BatchNorm.
+fn batches_tracked(checkpoint: &Path) -> i64 {
+    let (tensors, _) = checkpoint::load(checkpoint).unwrap();
+    let tracked = tensors
+        .iter()
+        .find(|t| t.name == "layers.1.num_batches_tracked")
+        .expect("layers.1.num_batches_tracked");
+    match &tracked.data {
+        TensorData::I64(values) => values[0],
+        other => panic!("num_batches_tracked is {other:?}, not int64"),
+    }
+}
+
 fn only_run_dir(out_dir: &Path) -> PathBuf {
     let runs: Vec<_> = std::fs::read_dir(out_dir)
         .unwrap()
@@ -104,22 +117,13 @@ fn train_writes_the_seed_outputs_and_checkpoints_reload() {
         assert!(spread > 0.05, "generator loss does not move: {loss_g:?}");
 
         // Checkpoints: PyTorch names, and `sample` reloads the generator.
-        let (tensors, _) = checkpoint::load(&dir.join("generator_0.safetensors")).unwrap();
-        let tracked = tensors
-            .iter()
-            .find(|t| t.name == "layers.1.num_batches_tracked")
-            .unwrap();
-        assert_eq!(tracked.data, TensorData::I64(vec![24]));
-        let (tensors, _) = checkpoint::load(&dir.join("discriminator_0.safetensors")).unwrap();
-        let tracked = tensors
-            .iter()
-            .find(|t| t.name == "layers.1.num_batches_tracked")
-            .unwrap();
+        assert_eq!(batches_tracked(&dir.join("generator_0.safetensors")), 24);
         assert_eq!(
-            tracked.data,
-            TensorData::I64(vec![72]),
+            batches_tracked(&dir.join("discriminator_0.safetensors")),
+            72,
             "three D forwards per step"
         );
+        let (tensors, _) = checkpoint::load(&dir.join("discriminator_0.safetensors")).unwrap();
         assert_eq!(tensors.len(), 21, "D state_dict entries (PyTorch has 21)");
 
         let grid = out.path().join("grid.png");
@@ -326,18 +330,11 @@ fn ctrl_c_stops_after_the_step_and_saves_the_epoch_so_far() {
         assert!(!output.status.success(), "an interrupted run reports it");
         assert!(stderr.contains("interrupted after"), "{stderr}");
         let dir = only_run_dir(out.path());
-        let (tensors, _) = checkpoint::load(&dir.join("generator_0.safetensors")).unwrap();
-        let tracked = tensors
-            .iter()
-            .find(|t| t.name == "layers.1.num_batches_tracked")
-            .unwrap();
-        let TensorData::I64(steps) = &tracked.data else {
-            panic!("num_batches_tracked is int64")
-        };
+        let steps = batches_tracked(&dir.join("generator_0.safetensors"));
         // Every step it trained is in the checkpoint and in the log.
-        assert!(steps[0] > 10 && steps[0] < 625, "{steps:?}");
+        assert!(steps > 10 && steps < 625, "{steps}");
         let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
-        assert_eq!(csv.lines().count() as i64 - 1, steps[0]);
+        assert_eq!(csv.lines().count() as i64 - 1, steps);
     });
 }
 
