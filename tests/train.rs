@@ -28,6 +28,9 @@ fn run(mut command: Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A model small enough that a step takes milliseconds on a software adapter.
+const TINY_MODEL: [&str; 4] = ["--batch-size", "8", "--feature-maps", "8"];
+
 /// `train` on the MNIST subset, offline, with default tilings, writing to `out_dir`.
 fn train_on_mnist_5k(out_dir: &Path) -> Command {
     let mut command = binary();
@@ -303,14 +306,7 @@ fn ctrl_c_stops_after_the_step_and_saves_the_epoch_so_far() {
     common::with_gpu(|_| {
         let out = tempfile::tempdir().unwrap();
         let mut command = train_on_mnist_5k(out.path());
-        command.args([
-            "--batch-size",
-            "8",
-            "--feature-maps",
-            "8",
-            "--print-every",
-            "5",
-        ]);
+        command.args(TINY_MODEL).args(["--print-every", "5"]);
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -343,14 +339,7 @@ fn a_diverged_run_stops_with_a_clear_error_and_saves_no_checkpoint() {
     common::with_gpu(|_| {
         let out = tempfile::tempdir().unwrap();
         let mut command = train_on_mnist_5k(out.path());
-        command.args([
-            "--batch-size",
-            "8",
-            "--feature-maps",
-            "8",
-            "--max-steps",
-            "12",
-        ]);
+        command.args(TINY_MODEL).args(["--max-steps", "12"]);
         // A learning rate this large turns the discriminator's outputs into NaN
         // within a few steps.
         command.args(["--lr", "1e6"]);
