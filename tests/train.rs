@@ -358,25 +358,27 @@ fn a_diverged_run_stops_with_a_clear_error_and_saves_no_checkpoint() {
     });
 }
 
+/// `sample` from a checkpoint holding only a zero `layers.0.weight` of `shape`.
+fn sample_from_first_layer(shape: Vec<usize>) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoint.safetensors");
+    let tensor = dcgan_wgpu::executor::NamedTensor {
+        name: "layers.0.weight".into(),
+        data: TensorData::F32(vec![0.0; shape.iter().product()]),
+        shape,
+    };
+    checkpoint::save(&path, &[tensor], Default::default()).unwrap();
+    let mut command = binary();
+    command.args(["sample", "--generator"]).arg(&path);
+    command.arg("--out").arg(dir.path().join("x.png"));
+    run(command)
+}
+
 #[test]
 fn a_model_too_large_for_the_adapter_is_refused_clearly() {
     common::with_gpu(|_| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wide.safetensors");
         // 1 MiB on disk, but a generator of width 2048: gigabytes of parameters.
-        let tensor = dcgan_wgpu::executor::NamedTensor {
-            name: "layers.0.weight".into(),
-            shape: vec![1, 16384, 4, 4],
-            data: TensorData::F32(vec![0.0; 16384 * 16]),
-        };
-        checkpoint::save(&path, &[tensor], Default::default()).unwrap();
-        let mut command = binary();
-        command
-            .args(["sample", "--generator"])
-            .arg(&path)
-            .arg("--out")
-            .arg(dir.path().join("x.png"));
-        let (ok, text) = run(command);
+        let (ok, text) = sample_from_first_layer(vec![1, 16384, 4, 4]);
         assert!(!ok);
         assert!(text.contains("MiB in one buffer"), "{text}");
         assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
@@ -386,21 +388,8 @@ fn a_model_too_large_for_the_adapter_is_refused_clearly() {
 #[test]
 fn a_checkpoint_of_another_model_is_refused_clearly() {
     common::with_gpu(|_| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.safetensors");
-        let tensor = dcgan_wgpu::executor::NamedTensor {
-            name: "layers.0.weight".into(),
-            shape: vec![64, 1, 4, 4],
-            data: TensorData::F32(vec![0.0; 1024]),
-        };
-        checkpoint::save(&path, &[tensor], Default::default()).unwrap();
-        let mut command = binary();
-        command
-            .args(["sample", "--generator"])
-            .arg(&path)
-            .arg("--out")
-            .arg(dir.path().join("x.png"));
-        let (ok, text) = run(command);
+        // A discriminator's first layer.
+        let (ok, text) = sample_from_first_layer(vec![64, 1, 4, 4]);
         assert!(!ok);
         assert!(
             text.contains("not a dcgan-wgpu generator checkpoint"),
